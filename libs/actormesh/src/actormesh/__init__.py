@@ -1,0 +1,56 @@
+"""actormesh: typed Python actors on durable NATS JetStream mailboxes.
+
+The public surface is what `__all__` lists; everything in `_*` modules is private.
+"""
+
+from ._actor import Actor, Context
+from ._config import FullPolicy, MailboxConfig, SupervisionPolicy, WorkerConfig
+from ._errors import (
+    ActorMeshError,
+    AskTimeout,
+    BadMessage,
+    BrokerUnavailable,
+    ConfigError,
+    HandlerError,
+    MailboxConflict,
+    MailboxFull,
+    NoSuchActorType,
+    PayloadTooLarge,
+    RemoteError,
+)
+from ._mesh import ActorRef, Mesh, Receipt
+from ._retry import RetryPolicy
+from ._version import VERSION as __version__
+from ._wire import DeadLetterInfo, ErrorReply, Event, Heartbeat, Message
+from ._worker import Worker
+
+__all__ = [
+    "Actor",
+    "ActorMeshError",
+    "ActorRef",
+    "AskTimeout",
+    "BadMessage",
+    "BrokerUnavailable",
+    "ConfigError",
+    "Context",
+    "DeadLetterInfo",
+    "ErrorReply",
+    "Event",
+    "FullPolicy",
+    "HandlerError",
+    "Heartbeat",
+    "MailboxConfig",
+    "MailboxConflict",
+    "MailboxFull",
+    "Mesh",
+    "Message",
+    "NoSuchActorType",
+    "PayloadTooLarge",
+    "Receipt",
+    "RemoteError",
+    "RetryPolicy",
+    "SupervisionPolicy",
+    "Worker",
+    "WorkerConfig",
+    "__version__",
+]

@@ -1,0 +1,112 @@
+"""Configuration: frozen, keyword-only msgspec Structs with the DESIGN.md defaults.
+
+Nothing here reads the environment; `_settings.py` does, at the edge.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ._errors import ConfigError
+from ._retry import RetryPolicy
+
+__all__ = ["FullPolicy", "MailboxConfig", "SupervisionPolicy", "WorkerConfig"]
+
+MiB = 1024 * 1024
+
+
+class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One actor type's mailbox: its stream and its durable pull consumer."""
+
+    #: Stream bounds. Discard policy is always NEW: a full mailbox refuses, never drops.
+    max_msgs: int = 10_000
+    max_bytes: int = 256 * MiB
+    max_msg_size: int = 1 * MiB
+    #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    duplicate_window: float = 120.0
+    storage: str = "file"
+    replicas: int = 1
+    #: Consumer: how long a delivered message may go unacknowledged before redelivery.
+    ack_wait: float = 30.0
+    #: Deliveries before a failing message is dead-lettered.
+    max_deliver: int = 5
+    #: Delays before redelivering a failed message (the last repeats). Applied by the
+    #: worker's nak; the server's consumer `backoff` is not used because the server
+    #: then replaces ack_wait with backoff[0], which would redeliver long handlers early.
+    backoff: tuple[float, ...] = (1.0, 5.0, 15.0)
+    max_ack_pending: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_msgs < 1 or self.max_bytes < 1 or self.max_msg_size < 1:
+            raise ConfigError("mailbox bounds must be positive: a mailbox is always bounded")
+        if self.max_deliver < 1:
+            raise ConfigError("max_deliver must be >= 1")
+        if self.ack_wait <= 0:
+            raise ConfigError("ack_wait must be > 0")
+        if self.storage not in ("file", "memory"):
+            raise ConfigError("storage must be 'file' or 'memory'")
+        if any(d < 0 for d in self.backoff):
+            raise ConfigError("backoff delays must be >= 0")
+
+    def redelivery_delay(self, deliveries: int) -> float:
+        """Delay before the next delivery after `deliveries` failed ones."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(deliveries, len(self.backoff)) - 1]
+
+
+class SupervisionPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a worker does with an actor instance whose handler raised (OTP terms)."""
+
+    #: restart: a fresh instance (on_restart); resume: keep the instance and its
+    #: state; stop: drop the instance (on_stop), a later message starts a new one.
+    on_error: str = "restart"
+    #: Restart intensity: more than `max_restarts` within `within` seconds and the
+    #: worker escalates (publishes `escalated`, drains, exits non-zero).
+    max_restarts: int = 3
+    within: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("restart", "resume", "stop"):
+            raise ConfigError("on_error must be 'restart', 'resume' or 'stop'")
+        if self.max_restarts < 0 or self.within <= 0:
+            raise ConfigError("max_restarts must be >= 0 and within > 0")
+
+
+class FullPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a sender does when the mailbox is full: wait with backoff, then raise."""
+
+    #: Seconds to keep retrying; 0 raises `MailboxFull` at once.
+    wait: float = 0.0
+    backoff: RetryPolicy = RetryPolicy(attempts=1_000_000, base=0.05, multiplier=2.0, cap=1.0)
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How one worker process runs its actor type."""
+
+    #: Handlers running at once (messages to one key still run one at a time).
+    concurrency: int = 64
+    #: Messages held in memory (running + waiting in lanes + requested): bounds memory.
+    prefetch: int = 256
+    #: Pull requests expire after this long and are renewed.
+    pull_expires: float = 30.0
+    #: The server sends an idle heartbeat this often on an open pull; missing two
+    #: means our pulls were lost (broker restart) and are re-issued.
+    pull_idle_heartbeat: float = 2.0
+    #: Seconds to finish in-flight work on SIGTERM before the rest is handed back.
+    drain_grace: float = 30.0
+    heartbeat_interval: float = 1.0
+    #: Double ack (`ack_sync`): wait for the server to confirm each ack.
+    ack_sync: bool = False
+    #: Apply changed mailbox settings to an existing stream instead of refusing.
+    update_mailbox: bool = False
+    worker_id: str | None = None
+    #: Name of the supervisor child this worker runs as (set by the supervisor).
+    supervisor_child: str = ""
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.prefetch < 1:
+            raise ConfigError("concurrency and prefetch must be >= 1")
+        if self.pull_idle_heartbeat <= 0 or self.pull_expires <= 2 * self.pull_idle_heartbeat:
+            raise ConfigError("need pull_expires > 2 * pull_idle_heartbeat > 0")

@@ -1,0 +1,173 @@
+"""The error tree: one root, one subclass per condition a caller can act on.
+
+Every error carries structured fields (not just a message) and says whether
+retrying can help (`retryable`), after temporalio's `non_retryable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorMeshError",
+    "AskTimeout",
+    "BadMessage",
+    "BrokerUnavailable",
+    "ConfigError",
+    "HandlerError",
+    "MailboxConflict",
+    "MailboxFull",
+    "NoSuchActorType",
+    "PayloadTooLarge",
+    "RemoteError",
+]
+
+
+class ActorMeshError(Exception):
+    """Root of every error actormesh raises on purpose."""
+
+    #: Whether the same operation may succeed if tried again later.
+    retryable: bool = False
+    #: A stable, machine-readable code; also sent on the wire in error replies.
+    code: str = "actormesh_error"
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+    def fields(self) -> dict[str, Any]:
+        """The structured fields, for logs and error replies."""
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+class ConfigError(ActorMeshError):
+    """A configuration value is invalid or inconsistent."""
+
+    code = "config_error"
+
+
+class BrokerUnavailable(ActorMeshError):
+    """The NATS broker cannot be reached (or the connection was closed)."""
+
+    code = "broker_unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class NoSuchActorType(ActorMeshError):
+    """No mailbox stream exists for this actor type: no worker ever declared it."""
+
+    code = "no_such_actor_type"
+
+    def __init__(self, actor_type: str, *, subject: str) -> None:
+        super().__init__(
+            f"no mailbox for actor type {actor_type!r} (subject {subject}): "
+            "start a worker for it (`actormesh worker module:Class`) or declare it "
+            "with `await mesh.declare(ActorClass)`"
+        )
+        self.actor_type = actor_type
+        self.subject = subject
+
+
+class MailboxConflict(ActorMeshError):
+    """A mailbox stream or consumer exists with settings that differ from ours."""
+
+    code = "mailbox_conflict"
+
+    def __init__(self, name: str, differences: dict[str, tuple[Any, Any]]) -> None:
+        diff = ", ".join(f"{k}: existing={a!r} wanted={b!r}" for k, (a, b) in differences.items())
+        super().__init__(
+            f"{name} exists with different settings ({diff}); refusing to reconfigure it "
+            "silently. Align the actor's MailboxConfig, or pass update=True / "
+            "`actormesh worker --update-mailbox` to apply the new settings."
+        )
+        self.name = name
+        self.differences = differences
+
+
+class MailboxFull(ActorMeshError):
+    """The actor type's mailbox is at its bound: backpressure, nothing was stored."""
+
+    code = "mailbox_full"
+    retryable = True
+
+    def __init__(self, actor_type: str, *, reason: str, waited: float = 0.0) -> None:
+        extra = f" after waiting {waited:.2f}s" if waited else ""
+        super().__init__(
+            f"mailbox of {actor_type!r} is full ({reason}){extra}; the message was not "
+            "stored. Retry later, add workers, or raise the mailbox bounds."
+        )
+        self.actor_type = actor_type
+        self.reason = reason
+        self.waited = waited
+
+
+class PayloadTooLarge(ActorMeshError):
+    """Headers plus payload exceed what the server (or the mailbox) accepts."""
+
+    code = "payload_too_large"
+
+    def __init__(self, size: int, limit: int, *, what: str = "server max_payload") -> None:
+        super().__init__(
+            f"message of {size} bytes (headers + payload) exceeds the {what} of {limit} bytes; "
+            "nothing was sent and the connection is intact"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class AskTimeout(ActorMeshError):
+    """No reply arrived before the ask's timeout."""
+
+    code = "ask_timeout"
+    retryable = True
+
+    def __init__(self, actor_type: str, key: str, timeout: float) -> None:
+        super().__init__(
+            f"no reply from {actor_type}/{key} within {timeout:g}s; the message stays in the "
+            "mailbox and may still run (it will not if its deadline passed first)"
+        )
+        self.actor_type = actor_type
+        self.key = key
+        self.timeout = timeout
+
+
+class BadMessage(ActorMeshError):
+    """A message could not be decoded, or its type is not one the actor handles.
+
+    Never retried: the message is dead-lettered at once.
+    """
+
+    code = "bad_message"
+
+    def __init__(self, message: str, *, actor_type: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.actor_type = actor_type
+        self.detail = detail
+
+
+class HandlerError(ActorMeshError):
+    """Raise from a handler to choose the error code and retryability sent back."""
+
+    code = "handler_error"
+
+    def __init__(self, message: str, *, code: str = "handler_error", retryable: bool = True) -> None:
+        super().__init__(message, retryable=retryable)
+        self.code = code
+
+
+class RemoteError(ActorMeshError):
+    """The remote handler failed; raised by `ask` with the remote's error fields."""
+
+    code = "remote_error"
+
+    def __init__(self, *, code: str, type: str, message: str, retryable: bool) -> None:
+        super().__init__(f"{type} [{code}]: {message}", retryable=retryable)
+        self.code = code
+        self.type = type
+        self.remote_message = message

@@ -1,0 +1,145 @@
+"""Create or check mailbox streams and consumers, idempotently and without surprises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from ._config import MailboxConfig
+from ._errors import ActorMeshError, MailboxConflict
+from ._subjects import Subjects
+
+__all__ = ["ensure_mailbox", "ensure_system_streams", "mailbox_stream_config"]
+
+WEEK = 7 * 24 * 3600.0
+
+
+def mailbox_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.mailbox_stream(actor_type),
+        description=f"actormesh mailbox of {actor_type}",
+        subjects=[subjects.mailbox(actor_type, "*")],
+        retention=RetentionPolicy.WORK_QUEUE,
+        discard=DiscardPolicy.NEW,
+        max_msgs=cfg.max_msgs,
+        max_bytes=cfg.max_bytes,
+        max_msg_size=cfg.max_msg_size,
+        storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
+        num_replicas=cfg.replicas,
+        duplicate_window=cfg.duplicate_window,
+    )
+
+
+def consumer_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=subjects.consumer(actor_type),
+        description=f"actormesh workers of {actor_type}",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=cfg.ack_wait,
+        max_deliver=cfg.max_deliver,
+        max_ack_pending=cfg.max_ack_pending,
+        max_waiting=512,
+    )
+
+
+_STREAM_FIELDS = ("subjects", "retention", "discard", "max_msgs", "max_bytes", "max_msg_size",
+                  "storage", "num_replicas", "duplicate_window")
+_CONSUMER_FIELDS = ("ack_policy", "ack_wait", "max_deliver", "max_ack_pending", "deliver_policy")
+
+
+def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in fields:
+        a, b = getattr(have, f), getattr(want, f)
+        if isinstance(a, float) or isinstance(b, float):
+            if a is None or b is None or abs(float(a) - float(b)) > 1e-3:
+                out[f] = (a, b)
+        elif a != b:
+            out[f] = (a, b)
+    return out
+
+
+async def _ensure_stream(js: JetStreamContext, want: StreamConfig, *, update: bool) -> None:
+    assert want.name is not None
+    try:
+        info = await js.stream_info(want.name)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(want)
+            return
+        except nats.js.errors.BadRequestError:
+            # Another replica created it between our look and our add: compare with it.
+            info = await js.stream_info(want.name)
+    except nats.errors.NoRespondersError as exc:
+        raise ActorMeshError("the NATS server has no JetStream: start it with -js") from exc
+    diff = _diff(info.config, want, _STREAM_FIELDS)
+    if diff:
+        if not update:
+            raise MailboxConflict(f"stream {want.name}", diff)
+        await js.update_stream(want)
+
+
+async def ensure_mailbox(
+    js: JetStreamContext,
+    subjects: Subjects,
+    actor_type: str,
+    cfg: MailboxConfig,
+    *,
+    update: bool = False,
+) -> None:
+    """Make the actor type's stream and durable consumer exist with `cfg`'s settings.
+
+    An existing stream or consumer with other settings raises `MailboxConflict`
+    unless `update` is set.
+    """
+    await _ensure_stream(js, mailbox_stream_config(subjects, actor_type, cfg), update=update)
+    stream = subjects.mailbox_stream(actor_type)
+    want = consumer_config(subjects, actor_type, cfg)
+    assert want.durable_name is not None
+    try:
+        info = await js.consumer_info(stream, want.durable_name)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(stream, want)
+        return
+    diff = _diff(info.config, want, _CONSUMER_FIELDS)
+    if diff:
+        if not update:
+            raise MailboxConflict(f"consumer {stream}/{want.durable_name}", diff)
+        await js.add_consumer(stream, want)
+
+
+async def ensure_system_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    """The dead-letter and events streams: limits retention, kept 7 days."""
+    for name, subject in (
+        (subjects.dlq_stream, f"{subjects.prefix}.dlq.>"),
+        (subjects.events_stream, f"{subjects.prefix}.sys.evt.>"),
+    ):
+        await _ensure_stream(
+            js,
+            StreamConfig(
+                name=name,
+                subjects=[subject],
+                retention=RetentionPolicy.LIMITS,
+                discard=DiscardPolicy.OLD,
+                max_age=WEEK,
+                max_bytes=1024 * 1024 * 1024,
+                max_msgs=-1,
+                max_msg_size=-1,
+                storage=StorageType.FILE,
+                num_replicas=1,
+                duplicate_window=120.0,
+            ),
+            update=False,
+        )

@@ -1,0 +1,520 @@
+"""Mesh (one NATS connection) and ActorRef (tell / ask an actor)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar, overload
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from ._actor import Actor, spec_of
+from ._config import FullPolicy, MailboxConfig
+from ._errors import (
+    ActorMeshError,
+    AskTimeout,
+    BrokerUnavailable,
+    MailboxFull,
+    NoSuchActorType,
+    PayloadTooLarge,
+    RemoteError,
+)
+from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
+from ._wire import ErrorReply, Hdr, Message
+
+__all__ = ["ActorRef", "Mesh", "Receipt"]
+
+log = logging.getLogger("actormesh.mesh")
+
+A = TypeVar("A", bound=Actor)
+R = TypeVar("R")
+
+_encoder = msgspec.json.Encoder()
+_error_reply = msgspec.json.Decoder(ErrorReply)
+
+# JetStream API error codes we turn into typed errors.
+_ERR_STORE_FULL = 10077  # stream store failed: "maximum messages/bytes exceeded"
+_ERR_MSG_TOO_BIG = 10054  # "message size exceeds maximum allowed"
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """The broker's acknowledgement of a stored message."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_puback = msgspec.json.Decoder(_PubAck)
+
+
+def header_size(headers: dict[str, str] | None) -> int:
+    """Bytes the NATS protocol spends on these headers (the server counts them)."""
+    if not headers:
+        return 0
+    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+
+
+class Mesh:
+    """One NATS connection to the mesh; makes `ActorRef`s and publishes."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        prefix: str = "mesh",
+        name: str = "",
+        full_policy: FullPolicy | None = None,
+        publish_timeout: float = 5.0,
+        max_pending_publishes: int = 4096,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=publish_timeout)
+        self.subjects = Subjects(prefix)
+        self.name = name
+        self.full_policy = full_policy or FullPolicy()
+        self.publish_timeout = publish_timeout
+        self._window = asyncio.Semaphore(max_pending_publishes)
+        self._inbox = ""
+        self._ids = itertools.count(1)
+        self._waiters: dict[str, asyncio.Future[Msg]] = {}
+        self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._owns_connection = False
+
+    # -- connection -----------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "mesh",
+        name: str = "",
+        full_policy: FullPolicy | None = None,
+        publish_timeout: float = 5.0,
+        **options: Any,
+    ) -> Mesh:
+        """Connect to NATS. `options` pass through to `nats.connect` (credentials,
+        TLS, reconnect settings, ...); by default the connection reconnects forever."""
+        mesh_ref: list[Mesh] = []
+
+        async def reconnected() -> None:
+            if mesh_ref:
+                await mesh_ref[0]._notify(mesh_ref[0]._reconnect_listeners)
+
+        async def disconnected() -> None:
+            if mesh_ref:
+                await mesh_ref[0]._notify(mesh_ref[0]._disconnect_listeners)
+
+        async def error_cb(exc: Exception) -> None:
+            log.warning("nats connection: %s", exc)
+
+        options.setdefault("max_reconnect_attempts", -1)
+        options.setdefault("reconnect_time_wait", 0.5)
+        options.setdefault("connect_timeout", 2)
+        options.setdefault("name", name or "actormesh")
+        options.setdefault("error_cb", error_cb)
+        options.setdefault("allow_reconnect", True)
+        user_reconnected = options.pop("reconnected_cb", None)
+        user_disconnected = options.pop("disconnected_cb", None)
+
+        async def on_reconnected() -> None:
+            await reconnected()
+            if user_reconnected:
+                await user_reconnected()
+
+        async def on_disconnected() -> None:
+            await disconnected()
+            if user_disconnected:
+                await user_disconnected()
+
+        url = servers if isinstance(servers, str) else ",".join(servers)
+        try:
+            nc = await nats.connect(
+                servers,
+                reconnected_cb=on_reconnected,
+                disconnected_cb=on_disconnected,
+                **options,
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to NATS at {url}: {exc!r}. Is the broker running? "
+                "(`make up` starts one; or set NATS_URL)",
+                url=url,
+            ) from exc
+        mesh = cls(nc, prefix=prefix, name=name, full_policy=full_policy,
+                   publish_timeout=publish_timeout)
+        mesh._owns_connection = True
+        mesh_ref.append(mesh)
+        await mesh.start()
+        return mesh
+
+    async def start(self) -> None:
+        """Subscribe the reply inbox (done by `connect`; call it for a Mesh you built)."""
+        if self._inbox:
+            return
+        self._inbox = self.nc.new_inbox()
+        await self.nc.subscribe(self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1,
+                                pending_bytes_limit=-1)
+
+    async def close(self) -> None:
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+        if self._owns_connection and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            if not self.nc.is_closed:
+                await self.nc.close()
+
+    async def __aenter__(self) -> Mesh:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def on_reconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
+        self._reconnect_listeners.append(cb)
+
+    def on_disconnect(self, cb: Callable[[], Awaitable[None]]) -> None:
+        self._disconnect_listeners.append(cb)
+
+    @staticmethod
+    async def _notify(listeners: list[Callable[[], Awaitable[None]]]) -> None:
+        for cb in list(listeners):
+            try:
+                await cb()
+            except Exception:
+                log.exception("connection listener failed")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    # -- refs -------------------------------------------------------------------------
+
+    @overload
+    def ref(self, actor: type[A], key: str | None = None) -> ActorRef[A]: ...
+    @overload
+    def ref(self, actor: str, key: str | None = None) -> ActorRef[Actor]: ...
+    def ref(self, actor: type[A] | str, key: str | None = None) -> ActorRef[Any]:
+        """A reference to the actor `key` of a type (a class, or its type name)."""
+        return ActorRef(self, actor, key)
+
+    async def declare(self, actor: type[Actor], *, update: bool = False) -> None:
+        """Create the actor type's mailbox now, so senders can tell before a worker runs."""
+        from ._mailbox import ensure_mailbox
+
+        spec = spec_of(actor)
+        await ensure_mailbox(self.js, self.subjects, spec.actor_type, spec.mailbox, update=update)
+
+    # -- publishing -------------------------------------------------------------------
+
+    def _new_token(self) -> tuple[str, asyncio.Future[Msg]]:
+        token = f"{next(self._ids):x}"
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiters[token] = fut
+        return token, fut
+
+    async def _on_inbox(self, msg: Msg) -> None:
+        fut = self._waiters.pop(msg.subject[len(self._inbox) + 1 :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def check_size(
+        self, payload: bytes, headers: dict[str, str] | None, *, limit: int | None = None
+    ) -> None:
+        """Refuse what the server would reject by resetting the connection."""
+        size = len(payload) + header_size(headers)
+        server_max = self.nc.max_payload
+        if size > server_max:
+            raise PayloadTooLarge(size, server_max)
+        if limit is not None and size > limit:
+            raise PayloadTooLarge(size, limit, what="mailbox max_msg_size")
+
+    async def _send(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
+    ) -> asyncio.Future[Msg]:
+        """Publish to JetStream without waiting; the future resolves to the PubAck."""
+        await self._window.acquire()
+        token, fut = self._new_token()
+        fut.add_done_callback(lambda _f: self._window.release())
+        try:
+            await self.nc.publish(subject, payload, reply=f"{self._inbox}.{token}",
+                                  headers=headers)
+        except nats.errors.MaxPayloadError as exc:
+            self._drop(token, fut)
+            raise PayloadTooLarge(len(payload), self.nc.max_payload) from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            self._drop(token, fut)
+            raise BrokerUnavailable(f"cannot publish to {subject}: {exc!r}") from exc
+        except BaseException:
+            self._drop(token, fut)
+            raise
+        return fut
+
+    def _drop(self, token: str, fut: asyncio.Future[Msg]) -> None:
+        self._waiters.pop(token, None)
+        if not fut.done():
+            fut.cancel()
+
+    async def _receipt(
+        self, subject: str, fut: asyncio.Future[Msg], timeout: float | None
+    ) -> Receipt:
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self.publish_timeout):
+                msg = await fut
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"no PubAck for {subject} within {self.publish_timeout}s: the broker is "
+                "unreachable or overloaded; retrying with the same msg_id is safe"
+            ) from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+        return self._parse_puback(subject, msg)
+
+    def _parse_puback(self, subject: str, msg: Msg) -> Receipt:
+        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+            actor_type = subject.split(".")[2] if ".mbox." in subject else subject
+            raise NoSuchActorType(actor_type, subject=subject)
+        try:
+            ack = _puback.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            raise ActorMeshError(f"unreadable PubAck for {subject}: {msg.data[:200]!r}") from exc
+        if ack.error is not None:
+            err = ack.error
+            actor_type = subject.split(".")[2] if ".mbox." in subject else subject
+            if err.err_code == _ERR_STORE_FULL:
+                raise MailboxFull(actor_type, reason=err.description)
+            if err.err_code == _ERR_MSG_TOO_BIG:
+                raise PayloadTooLarge(len(msg.data), 0, what=f"stream limit ({err.description})")
+            raise ActorMeshError(
+                f"JetStream refused the message on {subject}: {err.description} "
+                f"(code {err.code}, err_code {err.err_code})",
+                retryable=err.code >= 500,
+            )
+        return Receipt(ack.stream, ack.seq, ack.duplicate)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_size: int | None = None,
+        full_policy: FullPolicy | None = None,
+    ) -> Receipt:
+        """Publish raw bytes to a JetStream subject and wait for the PubAck."""
+        self.check_size(payload, headers, limit=max_size)
+        policy = full_policy or self.full_policy
+        started = time.monotonic()
+        retry = 0
+        while True:
+            fut = await self._send(subject, payload, headers)
+            try:
+                return await self._receipt(subject, fut, timeout)
+            except MailboxFull as exc:
+                waited = time.monotonic() - started
+                if waited >= policy.wait:
+                    exc.waited = waited
+                    raise
+                retry += 1
+                await asyncio.sleep(min(policy.backoff.delay(retry), policy.wait - waited))
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float,
+        reply_header: str | None = None,
+    ) -> Msg:
+        """Publish with a reply inbox (in `reply_header`, or as the reply subject) and
+        await the reply; raises TimeoutError."""
+        token, fut = self._new_token()
+        inbox = f"{self._inbox}.{token}"
+        try:
+            async with asyncio.timeout(timeout):
+                if reply_header is None:
+                    await self.nc.publish(subject, payload, reply=inbox, headers=headers)
+                else:
+                    hdrs = dict(headers or {})
+                    hdrs[reply_header] = inbox
+                    await self.publish(subject, payload, headers=hdrs)
+                return await fut
+        finally:
+            self._drop(token, fut)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        await self.nc.flush(timeout)
+
+
+class ActorRef(Generic[A]):
+    """Where to send an actor's messages. Cheap: make as many as you like."""
+
+    __slots__ = ("_limit", "_spec", "actor_type", "key", "mesh", "subject")
+
+    def __init__(self, mesh: Mesh, actor: type[A] | str, key: str | None) -> None:
+        self.mesh = mesh
+        if isinstance(actor, str):
+            self._spec = None
+            self.actor_type = check_actor_type(actor)
+            self._limit: int | None = None
+        else:
+            self._spec = spec_of(actor)
+            self.actor_type = self._spec.actor_type
+            self._limit = self._spec.mailbox.max_msg_size
+        self.key = check_key(key) if key is not None else KEYLESS
+        self.subject = mesh.subjects.mailbox(self.actor_type, self.key)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.actor_type}/{self.key})"
+
+    def _encode(self, msg: Message | bytes) -> bytes:
+        return msg if isinstance(msg, bytes) else _encoder.encode(msg)
+
+    def _headers(self, msg_id: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {Hdr.MSG_ID: msg_id or self.mesh.nc._nuid.next().decode()}
+        if self.mesh.name:
+            headers[Hdr.SENDER] = self.mesh.name
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def tell(
+        self,
+        msg: Message | bytes,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        full_policy: FullPolicy | None = None,
+    ) -> Receipt:
+        """Store `msg` in the actor's mailbox; returns once the broker has it.
+
+        `msg_id` makes the send idempotent within the mailbox's duplicate window
+        (one is generated if you give none). Raises `MailboxFull` (after waiting as
+        `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
+        """
+        return await self.mesh.publish(
+            self.subject,
+            self._encode(msg),
+            headers=self._headers(msg_id, headers),
+            max_size=self._limit,
+            full_policy=full_policy,
+        )
+
+    async def tell_many(
+        self, msgs: Iterable[Message | bytes], *, window: int = 1024
+    ) -> list[Receipt]:
+        """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
+        receipts: list[Receipt] = []
+        pending: deque[tuple[bytes, dict[str, str], asyncio.Future[Msg]]] = deque()
+        mesh = self.mesh
+
+        async def settle_one() -> None:
+            payload, headers, fut = pending.popleft()
+            try:
+                receipts.append(await mesh._receipt(self.subject, fut, None))
+            except MailboxFull:
+                # Retries one by one, as `tell` would, with the same msg id.
+                receipts.append(await mesh.publish(self.subject, payload, headers=headers))
+
+        try:
+            for msg in msgs:
+                payload = self._encode(msg)
+                headers = self._headers(None, None)
+                mesh.check_size(payload, headers, limit=self._limit)
+                pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
+                if len(pending) >= window:
+                    await settle_one()
+            while pending:
+                await settle_one()
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
+        return receipts
+
+    @overload
+    async def ask(
+        self, msg: Message | bytes, *, timeout: float = ..., reply_type: type[R],
+        msg_id: str | None = ..., headers: dict[str, str] | None = ...,
+    ) -> R: ...
+    @overload
+    async def ask(
+        self, msg: Message | bytes, *, timeout: float = ..., reply_type: None = ...,
+        msg_id: str | None = ..., headers: dict[str, str] | None = ...,
+    ) -> Any: ...
+    async def ask(
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = 5.0,
+        reply_type: type[R] | None = None,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send `msg` and await the handler's reply, decoded to its return annotation.
+
+        The message carries a deadline: if no worker starts it before `timeout`,
+        it is not run. Raises `AskTimeout`, `RemoteError` (the handler failed), and
+        what `tell` raises.
+        """
+        if reply_type is None and self._spec is not None and isinstance(msg, Message):
+            handler = self._spec.handlers.get(type(msg))
+            target: Any = handler.reply_type if handler is not None else Any
+        else:
+            target = reply_type if reply_type is not None else Any
+        hdrs = self._headers(msg_id, headers)
+        hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
+        try:
+            reply = await self.mesh.request(
+                self.subject, self._encode(msg), headers=hdrs, timeout=timeout,
+                reply_header=Hdr.REPLY_TO,
+            )
+        except TimeoutError:
+            raise AskTimeout(self.actor_type, self.key, timeout) from None
+        return decode_reply(reply, target)
+
+
+def decode_reply(reply: Msg, target: Any) -> Any:
+    """A reply's value, or the RemoteError it carries."""
+    status = reply.headers.get(Hdr.STATUS) if reply.headers else None
+    if status is not None and status != "200":
+        try:
+            err = _error_reply.decode(reply.data)
+        except msgspec.DecodeError:
+            raise RemoteError(code="bad_reply", type="BadReply", message=repr(reply.data[:200]),
+                              retryable=False) from None
+        raise RemoteError(code=err.code, type=err.type, message=err.message,
+                          retryable=err.retryable)
+    if target is None or target is type(None):
+        return None
+    return msgspec.json.decode(reply.data, type=target)

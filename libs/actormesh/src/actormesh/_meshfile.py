@@ -1,0 +1,121 @@
+"""`mesh.toml`: the broker, the supervisor and its groups of workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from ._errors import ConfigError
+
+__all__ = ["BrokerSection", "ChildSpec", "GroupSpec", "MeshFile", "SupervisorSection", "load"]
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class MeshSection(_Section):
+    prefix: str = "mesh"
+
+
+class BrokerSection(_Section):
+    """The embedded nats-server `actormesh up` runs when NATS_URL is not set."""
+
+    host: str = "127.0.0.1"
+    port: int = 4222
+    store_dir: str = ".actormesh/nats"
+    #: fsync every write: an acked message survives a machine crash.
+    sync_always: bool = True
+    max_payload: int = 1024 * 1024
+
+
+class ChildSpec(_Section):
+    """A supervised child: `replicas` worker processes of one actor class."""
+
+    name: str
+    actor: str = ""
+    #: A command instead of `actor` (argv list); for workers that are not Python actors.
+    command: list[str] = []
+    replicas: int = 1
+    #: permanent: always restarted; transient: only after an abnormal exit;
+    #: temporary: never restarted.
+    restart: str = "permanent"
+    shutdown_grace: float = 30.0
+    args: list[str] = []
+    env: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if not self.actor and not self.command:
+            raise ConfigError(f"child {self.name!r}: give `actor = \"module:Class\"` or `command`")
+        if self.restart not in ("permanent", "transient", "temporary"):
+            raise ConfigError(f"child {self.name!r}: restart must be permanent, transient or "
+                              "temporary")
+        if self.replicas < 1:
+            raise ConfigError(f"child {self.name!r}: replicas must be >= 1")
+
+
+class GroupSpec(_Section):
+    """A supervisor group: children restarted together per `strategy`."""
+
+    name: str
+    strategy: str = "one_for_one"
+    #: Restart intensity: more than `intensity` restarts within `period` seconds
+    #: marks the group failed and escalates.
+    intensity: int = 3
+    period: float = 60.0
+    backoff_min: float = 0.1
+    backoff_max: float = 5.0
+    backoff_jitter: float = 0.1
+    #: A child that ran this long without failing has its backoff reset.
+    reset_after: float = 30.0
+    children: list[ChildSpec] = []
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("one_for_one", "one_for_all", "rest_for_one"):
+            raise ConfigError(f"group {self.name!r}: strategy must be one_for_one, one_for_all "
+                              "or rest_for_one")
+        names = [c.name for c in self.children]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"group {self.name!r}: child names must be unique")
+
+
+class SupervisorSection(_Section):
+    name: str = "root"
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8765
+    #: process: spawn the workers; docker: restart containers; none: observe only.
+    backend: str = "process"
+    docker_socket: str = "/var/run/docker.sock"
+    heartbeat_interval: float = 1.0
+    heartbeat_misses: int = 3
+    #: A consumer whose ack floor has not moved for this long while its mailbox has
+    #: messages and its workers heartbeat is declared stalled.
+    stall_after: float = 30.0
+    intensity: int = 5
+    period: float = 300.0
+    #: Subject prefix of a parent supervisor's mesh to escalate to ("" for none).
+    parent_prefix: str = ""
+    webhook: str = ""
+
+
+class MeshFile(_Section):
+    mesh: MeshSection = MeshSection()
+    broker: BrokerSection = BrokerSection()
+    supervisor: SupervisorSection = SupervisorSection()
+    groups: list[GroupSpec] = []
+
+    def children(self) -> list[tuple[GroupSpec, ChildSpec]]:
+        return [(g, c) for g in self.groups for c in g.children]
+
+
+def load(path: str | Path) -> MeshFile:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p} not found: run from the repository root or pass --config") from None
+    try:
+        return msgspec.toml.decode(data, type=MeshFile)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

@@ -1,0 +1,86 @@
+"""Subject and stream naming, in one place (DESIGN.md "Subjects, streams, headers")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import ConfigError
+
+__all__ = ["KEYLESS", "Subjects", "check_actor_type", "check_key"]
+
+#: The key token of keyless actors' messages.
+KEYLESS = "_"
+
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@=+]{1,128}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+def check_actor_type(name: str) -> str:
+    if not _TYPE_RE.match(name):
+        raise ConfigError(
+            f"invalid actor type {name!r}: use 1-64 of a-z, 0-9, '_' and '-', starting with a letter"
+        )
+    return name
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise ConfigError(
+            f"invalid actor key {key!r}: use 1-128 of A-Z a-z 0-9 and _ - : @ = + "
+            "(no dots, spaces or wildcards: the key is one subject token)"
+        )
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """The names a mesh with a given prefix uses."""
+
+    prefix: str = "mesh"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ConfigError(f"invalid subject prefix {self.prefix!r}")
+
+    def mailbox(self, actor_type: str, key: str = KEYLESS) -> str:
+        return f"{self.prefix}.mbox.{actor_type}.{key}"
+
+    def mailbox_base(self, actor_type: str) -> str:
+        """The mailbox subject up to and including the dot before the key."""
+        return f"{self.prefix}.mbox.{actor_type}."
+
+    def mailbox_stream(self, actor_type: str) -> str:
+        return f"{self.prefix}_MBOX_{actor_type}".upper().replace("-", "_")
+
+    def consumer(self, actor_type: str) -> str:
+        return actor_type.replace("-", "_")
+
+    def dlq(self, actor_type: str) -> str:
+        return f"{self.prefix}.dlq.{actor_type}"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.prefix}_DLQ".upper()
+
+    def heartbeat(self, actor_type: str, worker: str) -> str:
+        return f"{self.prefix}.sys.hb.{actor_type}.{worker}"
+
+    @property
+    def heartbeat_all(self) -> str:
+        return f"{self.prefix}.sys.hb.>"
+
+    def control(self, worker: str) -> str:
+        return f"{self.prefix}.sys.ctl.{worker}"
+
+    def event(self, kind: str) -> str:
+        return f"{self.prefix}.sys.evt.{kind}"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}_EVENTS".upper()
+
+    def actor_type_of(self, mailbox_subject: str) -> str:
+        """The actor type token of a mailbox subject."""
+        return mailbox_subject.split(".", 3)[2]

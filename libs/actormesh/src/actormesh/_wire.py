@@ -1,0 +1,145 @@
+"""Wire types and header names: the contract `proto/` is generated from.
+
+Every Struct here forbids unknown fields, so a peer sending something we do
+not understand gets a clear error instead of silent loss.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "DeadLetterInfo",
+    "ErrorReply",
+    "Event",
+    "Heartbeat",
+    "Hdr",
+    "Message",
+    "WorkerStats",
+]
+
+
+class Hdr:
+    """Header names. `Nats-*` are the server's; `Am-*` are ours."""
+
+    MSG_ID = "Nats-Msg-Id"
+    REPLY_TO = "Am-Reply-To"
+    #: Unix time in milliseconds after which an ask is not run.
+    DEADLINE = "Am-Deadline"
+    SENDER = "Am-Sender"
+    #: On replies: "200" for a value, otherwise an error status with an ErrorReply body.
+    STATUS = "Am-Status"
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+    # Dead-letter reason headers.
+    ERROR_CODE = "Am-Error-Code"
+    ERROR_TYPE = "Am-Error-Type"
+    ERROR_MESSAGE = "Am-Error-Message"
+    DELIVERIES = "Am-Deliveries"
+    WORKER = "Am-Worker"
+    ORIGINAL_SUBJECT = "Am-Original-Subject"
+    ORIGINAL_SEQ = "Am-Original-Seq"
+    DEAD_AT = "Am-Dead-At"
+
+
+class Message(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True):
+    """Base class of actor messages: JSON objects tagged by `type` (the class name).
+
+    ``class Inc(Message): by: int = 1`` is sent as ``{"type":"Inc","by":1}``.
+    """
+
+
+class ErrorReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of an error reply to an ask (status header not "200")."""
+
+    code: str
+    type: str
+    message: str
+    retryable: bool
+
+
+class DeadLetterInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What the dead-letter browser and `actormesh dlq` show of one dead letter."""
+
+    seq: int
+    actor_type: str
+    subject: str
+    original_subject: str
+    error_code: str
+    error_type: str
+    error_message: str
+    deliveries: int
+    worker: str
+    dead_at: float
+    payload: str
+    headers: dict[str, str] = {}
+
+
+class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Published by every worker on `<prefix>.sys.hb.<type>.<worker>` from its own task."""
+
+    worker: str
+    actor_type: str
+    pid: int
+    host: str
+    started_at: float
+    seq: int
+    in_flight: int
+    handled: int
+    failed: int
+    dead_lettered: int
+    restarts: int
+    version: str
+    status: str
+    #: How late the heartbeat tick ran, in seconds: a blocked event loop shows here.
+    loop_lag: float = 0.0
+    concurrency: int = 0
+    supervisor_child: str = ""
+    metrics_port: int = 0
+    sent_at: float = 0.0
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A supervision or delivery event on `<prefix>.sys.evt.<kind>`, kept 7 days."""
+
+    kind: str
+    at: float
+    source: str
+    actor_type: str = ""
+    worker: str = ""
+    group: str = ""
+    child: str = ""
+    reason: str = ""
+    detail: dict[str, str] = {}
+
+
+class WorkerStats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The answer to the `stats` control command."""
+
+    worker: str
+    actor_type: str
+    status: str
+    in_flight: int
+    buffered: int
+    handled: int
+    failed: int
+    dead_lettered: int
+    redelivered: int
+    expired: int
+    restarts: int
+    instances: int
+    uptime: float
+
+
+class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A request on `<prefix>.sys.ctl.<worker>`."""
+
+    op: str
+    grace: float | None = None
+
+
+class ControlReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    ok: bool
+    op: str
+    error: str = ""
+    stats: WorkerStats | None = None

@@ -1,0 +1,12 @@
+"""Test support: a real `nats-server` on port 0, and pytest fixtures built on it.
+
+`NATS_URL` in the environment switches the fixtures to an existing server;
+each test still gets its own subject prefix, so tests never see each other's
+streams. With `ACTORMESH_TEST_DOCKER=1` and testcontainers installed, the
+session broker runs in a container instead.
+"""
+
+from .._server import NatsServer, ServerConfig
+from ._harness import broker, unique_prefix
+
+__all__ = ["NatsServer", "ServerConfig", "broker", "unique_prefix"]

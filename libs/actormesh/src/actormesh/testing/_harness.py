@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from .._server import NatsServer, ServerConfig, server_env_url
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where a test's broker is, and the server object when we run it ourselves."""
+
+    url: str
+    server: NatsServer | None
+
+
+@asynccontextmanager
+async def broker(config: ServerConfig | None = None) -> AsyncIterator[Broker]:
+    """A broker for tests: `NATS_URL` if set, else a container when asked, else a local server."""
+    url = server_env_url()
+    if url:
+        yield Broker(url=url, server=None)
+        return
+    if os.environ.get("ACTORMESH_TEST_DOCKER") == "1":
+        async with _container_broker() as b:
+            yield b
+        return
+    async with NatsServer(config) as server:
+        yield Broker(url=server.url, server=server)
+
+
+@asynccontextmanager
+async def _container_broker() -> AsyncIterator[Broker]:
+    # Imported here: testcontainers (and a Docker engine) are optional.
+    from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found]
+
+    container = DockerContainer("nats:2.11-alpine").with_command("-js").with_exposed_ports(4222)
+    container.start()
+    try:
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(4222)
+        yield Broker(url=f"nats://{host}:{port}", server=None)
+    finally:
+        container.stop()
+
+
+def unique_prefix() -> str:
+    """A subject prefix no other test uses, so tests can share one broker."""
+    return "t" + uuid.uuid4().hex[:10]

@@ -1,0 +1,32 @@
+"""pytest fixtures: `nats_broker` (session), `nats_url`, `mesh_prefix`, `mesh`.
+
+Enable with ``-p actormesh.testing.pytest_plugin`` (this repository's
+pyproject does) or ``pytest_plugins = ["actormesh.testing.pytest_plugin"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from ._harness import Broker, broker, unique_prefix
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_broker() -> AsyncIterator[Broker]:
+    """One real nats-server for the session (or the one `NATS_URL` names)."""
+    async with broker() as b:
+        yield b
+
+
+@pytest.fixture
+def nats_url(nats_broker: Broker) -> str:
+    return nats_broker.url
+
+
+@pytest.fixture
+def mesh_prefix() -> str:
+    """A fresh subject prefix: this test's streams are its own."""
+    return unique_prefix()
