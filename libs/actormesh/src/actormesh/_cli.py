@@ -103,7 +103,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 async def _connect(url: str, prefix: str, name: str = "actormesh-cli") -> Any:
     from ._mesh import Mesh
 
-    return await Mesh.connect(url, prefix=prefix, name=name, max_reconnect_attempts=2)
+    return await Mesh.connect(url, prefix=prefix, name=name, connect_wait=3.0)
 
 
 async def _worker(args: argparse.Namespace, url: str, prefix: str, settings: Settings) -> int:

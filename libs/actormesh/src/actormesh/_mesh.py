@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from ._actor import Actor, spec_of
 from ._config import FullPolicy, MailboxConfig
+from ._hooks import Tracer
 from ._errors import (
     ActorMeshError,
     AskTimeout,
@@ -104,6 +105,8 @@ class Mesh:
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._owns_connection = False
+        #: Set by `actormesh.observability.instrument`; None means no tracing at all.
+        self.tracer: Tracer | None = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -116,10 +119,12 @@ class Mesh:
         name: str = "",
         full_policy: FullPolicy | None = None,
         publish_timeout: float = 5.0,
+        connect_wait: float = 10.0,
         **options: Any,
     ) -> Mesh:
         """Connect to NATS. `options` pass through to `nats.connect` (credentials,
-        TLS, reconnect settings, ...); by default the connection reconnects forever."""
+        TLS, reconnect settings, ...). Once connected, the connection reconnects
+        forever; the first connection is tried for `connect_wait` seconds."""
         mesh_ref: list[Mesh] = []
 
         async def reconnected() -> None:
@@ -154,16 +159,19 @@ class Mesh:
 
         url = servers if isinstance(servers, str) else ",".join(servers)
         try:
-            nc = await nats.connect(
-                servers,
-                reconnected_cb=on_reconnected,
-                disconnected_cb=on_disconnected,
-                **options,
-            )
+            # nats-py retries a failed first connect forever when reconnects are
+            # unlimited; bound it so a missing broker is reported, not waited on.
+            async with asyncio.timeout(connect_wait):
+                nc = await nats.connect(
+                    servers,
+                    reconnected_cb=on_reconnected,
+                    disconnected_cb=on_disconnected,
+                    **options,
+                )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise BrokerUnavailable(
-                f"cannot connect to NATS at {url}: {exc!r}. Is the broker running? "
-                "(`make up` starts one; or set NATS_URL)",
+                f"cannot connect to NATS at {url} (tried for {connect_wait:g}s: {exc!r}). "
+                "Is the broker running? `make up` starts one; or set NATS_URL",
                 url=url,
             ) from exc
         mesh = cls(nc, prefix=prefix, name=name, full_policy=full_policy,
@@ -423,13 +431,18 @@ class ActorRef(Generic[A]):
         (one is generated if you give none). Raises `MailboxFull` (after waiting as
         `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
         """
-        return await self.mesh.publish(
-            self.subject,
-            self._encode(msg),
-            headers=self._headers(msg_id, headers),
-            max_size=self._limit,
-            full_policy=full_policy,
-        )
+        hdrs = self._headers(msg_id, headers)
+        tracer = self.mesh.tracer
+        if tracer is None:
+            return await self.mesh.publish(self.subject, self._encode(msg), headers=hdrs,
+                                           max_size=self._limit, full_policy=full_policy)
+        with tracer.producer(destination=self.subject, headers=hdrs, operation="tell") as span:
+            try:
+                return await self.mesh.publish(self.subject, self._encode(msg), headers=hdrs,
+                                               max_size=self._limit, full_policy=full_policy)
+            except Exception as exc:
+                span.error(exc)
+                raise
 
     async def tell_many(
         self, msgs: Iterable[Message | bytes], *, window: int = 1024
@@ -451,6 +464,10 @@ class ActorRef(Generic[A]):
             for msg in msgs:
                 payload = self._encode(msg)
                 headers = self._headers(None, None)
+                if mesh.tracer is not None:
+                    with mesh.tracer.producer(destination=self.subject, headers=headers,
+                                              operation="tell"):
+                        pass
                 mesh.check_size(payload, headers, limit=self._limit)
                 pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
                 if len(pending) >= window:
@@ -494,6 +511,18 @@ class ActorRef(Generic[A]):
             target = reply_type if reply_type is not None else Any
         hdrs = self._headers(msg_id, headers)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
+        tracer = self.mesh.tracer
+        if tracer is None:
+            return await self._ask(msg, hdrs, timeout, target)
+        with tracer.producer(destination=self.subject, headers=hdrs, operation="ask") as span:
+            try:
+                return await self._ask(msg, hdrs, timeout, target)
+            except Exception as exc:
+                span.error(exc)
+                raise
+
+    async def _ask(self, msg: Message | bytes, hdrs: dict[str, str], timeout: float,
+                   target: Any) -> Any:
         try:
             reply = await self.mesh.request(
                 self.subject, self._encode(msg), headers=hdrs, timeout=timeout,

@@ -97,6 +97,13 @@ class SupervisorSection(_Section):
     #: Subject prefix of a parent supervisor's mesh to escalate to ("" for none).
     parent_prefix: str = ""
     webhook: str = ""
+    #: Seconds a started worker may take to send its first heartbeat.
+    start_timeout: float = 15.0
+    #: A heartbeat whose loop_lag exceeds this (seconds) shows a blocked event loop.
+    loop_lag_warning: float = 0.5
+    #: How long a restarted supervisor listens for heartbeats before starting the
+    #: workers it found no trace of (0: one and a half heartbeat intervals).
+    discovery_window: float = 0.0
 
 
 class MeshFile(_Section):

@@ -9,9 +9,13 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
+    "ComponentHealth",
+    "ControlReply",
+    "ControlRequest",
     "DeadLetterInfo",
     "ErrorReply",
     "Event",
+    "HealthReport",
     "Heartbeat",
     "Hdr",
     "Message",
@@ -131,6 +135,24 @@ class WorkerStats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     uptime: float
 
 
+class ComponentHealth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    #: healthy | degraded | unhealthy
+    status: str
+    detail: dict[str, str] = {}
+
+
+class HealthReport(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A worker's health: the worst of its components decides `status`."""
+
+    status: str
+    worker: str
+    actor_type: str
+    at: float
+    components: list[ComponentHealth]
+    counters: dict[str, int] = {}
+
+
 class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A request on `<prefix>.sys.ctl.<worker>`."""
 
@@ -143,3 +165,4 @@ class ControlReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     op: str
     error: str = ""
     stats: WorkerStats | None = None
+    health: HealthReport | None = None

@@ -28,7 +28,17 @@ from ._mailbox import ensure_mailbox, ensure_system_streams
 from ._mesh import Mesh
 from ._subjects import KEYLESS
 from ._version import VERSION
-from ._wire import ControlReply, ControlRequest, ErrorReply, Event, Heartbeat, Hdr, WorkerStats
+from ._wire import (
+    ComponentHealth,
+    ControlReply,
+    ControlRequest,
+    ErrorReply,
+    Event,
+    HealthReport,
+    Heartbeat,
+    Hdr,
+    WorkerStats,
+)
 
 __all__ = ["Worker"]
 
@@ -315,12 +325,22 @@ class Worker:
                 instance = await self._new_instance(key)
             if handler.wants_context or reply_to:
                 ctx = self._context(key, msg, headers, reply_to)
-            if handler.wants_context:
-                result = handler.fn(instance, obj, ctx)
+            tracer = self.mesh.tracer
+            if tracer is None:
+                result = await self._call(handler, instance, obj, ctx)
             else:
-                result = handler.fn(instance, obj)
-            if handler.is_async:
-                result = await result
+                with tracer.consumer(
+                    destination=msg.subject, headers=headers, actor_type=self.actor_type,
+                    message_type=type(obj).__name__, key=key, deliveries=_deliveries(msg),
+                ) as span:
+                    try:
+                        result = await self._call(handler, instance, obj, ctx)
+                        if reply_to and ctx is not None and not ctx.replied:
+                            await self._reply_value(reply_to, result)
+                            ctx.replied = True
+                    except Exception as exc:
+                        span.error(exc)
+                        raise
         except asyncio.CancelledError:
             self.in_flight -= 1
             raise
@@ -336,6 +356,16 @@ class Worker:
         await self._ack(msg)
         self.handled += 1
         self._observe("handled", msg, obj, time.perf_counter() - started)
+
+    @staticmethod
+    async def _call(handler: Any, instance: Actor, obj: Any, ctx: Context | None) -> Any:
+        if handler.wants_context:
+            result = handler.fn(instance, obj, ctx)
+        else:
+            result = handler.fn(instance, obj)
+        if handler.is_async:
+            result = await result
+        return result
 
     def _observe(self, outcome: str, msg: Msg, obj: Any, seconds: float) -> None:
         for hook in self.observers:
@@ -392,6 +422,9 @@ class Worker:
         while window and now - window[0] > policy.within:
             window.popleft()
         self.restarts += 1
+        for hook in self.observers:
+            with contextlib.suppress(Exception):
+                hook(self, "restarted", None, None, 0.0)
         old = self._instances.pop(key, None)
         if old is not None:
             try:
@@ -433,8 +466,15 @@ class Worker:
             await self._reply_error(reply_to, ActorMeshError(
                 f"the handler's reply cannot be encoded: {exc}"))
             return
+        headers: dict[str, str] | None = None
+        tracer = self.mesh.tracer
         try:
-            await self.mesh.nc.publish(reply_to, data)
+            if tracer is None:
+                await self.mesh.nc.publish(reply_to, data)
+            else:
+                headers = {}
+                with tracer.producer(destination=reply_to, headers=headers, operation="reply"):
+                    await self.mesh.nc.publish(reply_to, data, headers=headers)
         except Exception as exc:
             log.warning("reply to %s not sent: %r", reply_to, exc)
 
@@ -558,6 +598,41 @@ class Worker:
             uptime=time.time() - self.started_at,
         )
 
+    def health(self) -> HealthReport:
+        """Healthy, degraded or unhealthy, per component; the worst one wins."""
+        comps: list[ComponentHealth] = []
+        connected = self.mesh.connected
+        comps.append(ComponentHealth(
+            name="broker", status="healthy" if connected else "unhealthy",
+            detail={"connected": str(connected).lower()},
+        ))
+        silent = time.monotonic() - self._consumer.last_activity if self._consumer else 0.0
+        consumer_status = "healthy"
+        if self._consumer is None or self.status not in ("running",):
+            consumer_status = "degraded"
+        elif self._consumer.requested > 0 and silent > 3 * self.config.pull_idle_heartbeat:
+            consumer_status = "degraded"
+        comps.append(ComponentHealth(
+            name="consumer", status=consumer_status,
+            detail={"status": self.status, "silent_s": f"{silent:.1f}",
+                    "pull_resets": str(self._consumer.resets if self._consumer else 0)},
+        ))
+        lag = self.loop_lag
+        comps.append(ComponentHealth(
+            name="event_loop",
+            status="healthy" if lag < 0.5 else ("degraded" if lag < 5 else "unhealthy"),
+            detail={"lag_s": f"{lag:.3f}"},
+        ))
+        order = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+        worst = max(comps, key=lambda c: order[c.status]).status
+        return HealthReport(
+            status=worst, worker=self.id, actor_type=self.actor_type, at=time.time(),
+            components=comps,
+            counters={"handled": self.handled, "failed": self.failed,
+                      "dead_lettered": self.dead_lettered, "redelivered": self.redelivered,
+                      "in_flight": self.in_flight, "restarts": self.restarts},
+        )
+
     async def _on_control(self, msg: Msg) -> None:
         try:
             req = _control.decode(msg.data)
@@ -566,6 +641,8 @@ class Worker:
         else:
             if req.op == "stats":
                 reply = ControlReply(ok=True, op=req.op, stats=self.stats())
+            elif req.op == "health":
+                reply = ControlReply(ok=True, op=req.op, health=self.health())
             elif req.op == "drain":
                 self.request_drain(req.grace)
                 reply = ControlReply(ok=True, op=req.op)
@@ -574,7 +651,7 @@ class Worker:
                 reply = ControlReply(ok=True, op=req.op)
             else:
                 reply = ControlReply(ok=False, op=req.op,
-                                     error="unknown op: use drain, stop or stats")
+                                     error="unknown op: use drain, stop, stats or health")
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))

@@ -6,7 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from .._actor import Actor
+from .._config import WorkerConfig
+from .._mesh import Mesh
 from .._server import NatsServer, ServerConfig, server_env_url
+from .._worker import Worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,20 @@ async def _container_broker() -> AsyncIterator[Broker]:
         yield Broker(url=f"nats://{host}:{port}", server=None)
     finally:
         container.stop()
+
+
+@asynccontextmanager
+async def running_worker(
+    mesh: Mesh, actor: type[Actor], config: WorkerConfig | None = None
+) -> AsyncIterator[Worker]:
+    """Serve `actor` in this process and event loop; drained and stopped on exit."""
+    worker = Worker(mesh, actor, config)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        if worker.status != "stopped":
+            await worker.drain(grace=5.0)
 
 
 def unique_prefix() -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from .._mesh import Mesh
 from ._harness import Broker, broker, unique_prefix
 
 
@@ -30,3 +31,13 @@ def nats_url(nats_broker: Broker) -> str:
 def mesh_prefix() -> str:
     """A fresh subject prefix: this test's streams are its own."""
     return unique_prefix()
+
+
+@pytest_asyncio.fixture
+async def mesh(nats_url: str, mesh_prefix: str) -> AsyncIterator[Mesh]:
+    """A `Mesh` on the session broker with this test's own prefix."""
+    m = await Mesh.connect(nats_url, prefix=mesh_prefix, name="test")
+    try:
+        yield m
+    finally:
+        await m.close()

@@ -1,0 +1,36 @@
+"""Instrumentation hook points. `None` (the default) costs one attribute check.
+
+`actormesh.observability` provides the OpenTelemetry implementation; anything
+with these methods works (a test double, another tracing system).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+__all__ = ["SpanHandle", "Tracer"]
+
+
+class SpanHandle(Protocol):
+    def error(self, exc: BaseException) -> None:
+        """Mark the span failed with this exception."""
+
+
+class Tracer(Protocol):
+    def producer(
+        self, *, destination: str, headers: dict[str, str], operation: str
+    ) -> AbstractContextManager[SpanHandle]:
+        """A span around sending; injects the trace context into `headers`."""
+
+    def consumer(
+        self,
+        *,
+        destination: str,
+        headers: dict[str, str],
+        actor_type: str,
+        message_type: str,
+        key: str,
+        deliveries: int,
+    ) -> AbstractContextManager[SpanHandle]:
+        """A span around handling; continues the trace in `headers`."""
