@@ -45,8 +45,7 @@ class Ledger(Actor):
     """Appends each handled item's id to the file named by $LEDGER_PATH, then returns."""
 
     actor_type = "ledger"
-    mailbox: ClassVar[MailboxConfig] = MailboxConfig(ack_wait=2.0, max_deliver=20,
-                                                     backoff=(0.1,))
+    mailbox: ClassVar[MailboxConfig] = MailboxConfig(ack_wait=2.0, max_deliver=20, backoff=(0.1,))
 
     async def item(self, msg: Item) -> None:
         if msg.sleep:
@@ -87,8 +86,9 @@ class Recorder(Actor):
 
     async def fail(self, msg: Fail) -> None:
         type(self).deliveries[msg.code] = type(self).deliveries.get(msg.code, 0) + 1
-        raise HandlerError(f"failing on purpose ({msg.code})", code=msg.code,
-                           retryable=msg.retryable)
+        raise HandlerError(
+            f"failing on purpose ({msg.code})", code=msg.code, retryable=msg.retryable
+        )
 
     async def point(self, msg: Point) -> Point:
         return Point(x=msg.y, y=msg.x)

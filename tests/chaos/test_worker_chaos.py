@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -26,9 +25,21 @@ def start_worker(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     log = Path(env["LEDGER_PATH"]).with_suffix(f".worker{time.monotonic_ns()}.log")
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "actormesh", "worker", "tests.actors:Ledger",
-             "--concurrency", "16", "--prefetch", "64", *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=out,
+            [
+                sys.executable,
+                "-m",
+                "actormesh",
+                "worker",
+                "tests.actors:Ledger",
+                "--concurrency",
+                "16",
+                "--prefetch",
+                "64",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
         )
 
 
@@ -119,8 +130,9 @@ async def test_sigkill_under_load_then_new_worker_handles_every_acked_tell(
     acked = await sender
     proc2 = start_worker(ledger_env)
     try:
-        await wait_for(lambda: all(m in ledger_ids(path) for m in acked), 60,
-                       "every acked tell in the ledger")
+        await wait_for(
+            lambda: all(m in ledger_ids(path) for m in acked), 60, "every acked tell in the ledger"
+        )
     finally:
         proc2.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc2.wait, 30) == 0
@@ -165,8 +177,11 @@ async def test_broker_killed_and_restarted_under_load_worker_resumes(
             except BrokerUnavailable:
                 assert time.monotonic() < deadline, "broker never came back for senders"
                 await asyncio.sleep(0.1)
-        await wait_for(lambda: all(m in ledger_ids(path) for m in first + second), 60,
-                       "the worker resumed consuming after the broker restart")
+        await wait_for(
+            lambda: all(m in ledger_ids(path) for m in first + second),
+            60,
+            "the worker resumed consuming after the broker restart",
+        )
         assert proc.poll() is None, "the worker must survive a broker restart"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -175,12 +190,14 @@ async def test_broker_killed_and_restarted_under_load_worker_resumes(
 
 
 def test_worker_exits_cleanly_with_clear_error_when_no_broker(
-    subprocess_env: dict[str, str]
+    subprocess_env: dict[str, str],
 ) -> None:
     env = dict(subprocess_env, NATS_URL="nats://127.0.0.1:1")
     out = subprocess.run(
         [sys.executable, "-m", "actormesh", "worker", "tests.actors:Ledger"],
-        env=env, capture_output=True, timeout=60,
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     assert out.returncode == 1
     assert b"cannot connect to NATS at nats://127.0.0.1:1" in out.stderr

@@ -12,14 +12,19 @@ import pytest
 from actormesh import Mesh
 from actormesh.testing import running_worker
 from actormesh_counter import Counter
+from tests.integration.test_mesh import eventually
 
 pytestmark = pytest.mark.integration
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "actormesh", *args], env=env,
-        capture_output=True, text=True, timeout=60,
+        subprocess.run,
+        [sys.executable, "-m", "actormesh", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -28,10 +33,12 @@ async def test_tell_and_ask_from_the_shell(mesh: Mesh, subprocess_env: dict[str,
         out = await cli(subprocess_env, "tell", "counter", "user-42", '{"type":"Inc","by":1}')
         assert out.returncode == 0, out.stderr
         assert "stored in" in out.stdout
-        out = await cli(subprocess_env, "tell", "counter", "user-42", '{"type":"Inc","by":2}',
-                        "--msg-id", "x1")
-        out = await cli(subprocess_env, "tell", "counter", "user-42", '{"type":"Inc","by":2}',
-                        "--msg-id", "x1")
+        out = await cli(
+            subprocess_env, "tell", "counter", "user-42", '{"type":"Inc","by":2}', "--msg-id", "x1"
+        )
+        out = await cli(
+            subprocess_env, "tell", "counter", "user-42", '{"type":"Inc","by":2}', "--msg-id", "x1"
+        )
         assert "duplicate" in out.stdout
         out = await cli(subprocess_env, "ask", "counter", "user-42", '{"type":"Get"}')
         assert out.returncode == 0, out.stderr
@@ -68,8 +75,7 @@ async def test_mailbox_full_from_the_shell(mesh: Mesh, subprocess_env: dict[str,
 async def test_dlq_commands(mesh: Mesh, subprocess_env: dict[str, str]) -> None:
     async with running_worker(mesh, Counter) as worker:
         await mesh.ref("counter", "d").tell(b'{"type":"Bogus"}')
-        while worker.dead_lettered < 1:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: worker.dead_lettered == 1)
     out = await cli(subprocess_env, "dlq", "list", "counter")
     assert out.returncode == 0 and "BadMessage [bad_message]" in out.stdout
     assert '{"type":"Bogus"}' in out.stdout

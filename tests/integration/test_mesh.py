@@ -101,8 +101,9 @@ async def test_per_key_order_under_concurrency(mesh: Mesh) -> None:
     async with running_worker(mesh, Recorder, WorkerConfig(concurrency=8, prefetch=64)):
         for n in range(60):
             for key in keys:
-                await mesh.ref(Recorder, key).tell(Item(id=f"{key}-{n}", n=n,
-                                                        sleep=0.001 * (n % 3)))
+                await mesh.ref(Recorder, key).tell(
+                    Item(id=f"{key}-{n}", n=n, sleep=0.001 * (n % 3))
+                )
         await eventually(lambda: len(Recorder.log) == 60 * len(keys))
     for key in keys:
         seen = [n for k, _, n in Recorder.log if k == key]
@@ -202,8 +203,12 @@ async def test_dead_letter_replay_and_purge(mesh: Mesh) -> None:
 async def test_malformed_json_and_unknown_type(mesh: Mesh) -> None:
     async with running_worker(mesh, Counter) as worker:
         ref = mesh.ref("counter", "m")
-        for bad, fragment in ((b"{not json", "malformed"), (b'{"type":"Dance"}', "Dance"),
-                              (b'{"by":1}', "type"), (b'{"type":"Inc","by":"x"}', "int")):
+        for bad, fragment in (
+            (b"{not json", "malformed"),
+            (b'{"type":"Dance"}', "Dance"),
+            (b'{"by":1}', "type"),
+            (b'{"type":"Inc","by":"x"}', "int"),
+        ):
             with pytest.raises(RemoteError) as info:
                 await ref.ask(bad, timeout=5)
             assert info.value.code == "bad_message"
@@ -350,8 +355,9 @@ async def test_handler_restart_policy_and_intensity(mesh: Mesh) -> None:
         await eventually(lambda: worker.status in ("escalated", "stopped"))
         await asyncio.wait_for(worker._done.wait(), 10)
         assert worker.exit_code == 3
-    events = await mesh.js.get_last_msg(mesh.subjects.events_stream,
-                                        mesh.subjects.event("escalated"))
+    events = await mesh.js.get_last_msg(
+        mesh.subjects.events_stream, mesh.subjects.event("escalated")
+    )
     body = msgspec.json.decode(events.data or b"")
     assert body["kind"] == "escalated" and body["actor_type"] == "crashy"
 
@@ -369,17 +375,20 @@ async def test_resume_policy_keeps_state(mesh: Mesh) -> None:
 async def test_control_subject_stats_and_health(mesh: Mesh) -> None:
     async with running_worker(mesh, Counter) as worker:
         await mesh.ref(Counter, "s").ask(Get())
-        reply = await mesh.nc.request(mesh.subjects.control(worker.id), b'{"op":"stats"}',
-                                      timeout=5)
+        reply = await mesh.nc.request(
+            mesh.subjects.control(worker.id), b'{"op":"stats"}', timeout=5
+        )
         body = json.loads(reply.data)
         assert body["ok"] and body["stats"]["handled"] == 1
-        reply = await mesh.nc.request(mesh.subjects.control(worker.id), b'{"op":"health"}',
-                                      timeout=5)
+        reply = await mesh.nc.request(
+            mesh.subjects.control(worker.id), b'{"op":"health"}', timeout=5
+        )
         health = json.loads(reply.data)["health"]
         assert health["status"] == "healthy"
         assert {c["name"] for c in health["components"]} == {"broker", "consumer", "event_loop"}
-        reply = await mesh.nc.request(mesh.subjects.control(worker.id), b'{"op":"dance"}',
-                                      timeout=5)
+        reply = await mesh.nc.request(
+            mesh.subjects.control(worker.id), b'{"op":"dance"}', timeout=5
+        )
         assert json.loads(reply.data)["ok"] is False
 
 

@@ -22,8 +22,8 @@ from actormesh import (
     WorkerConfig,
 )
 from actormesh._actor import spec_of
-from actormesh._meshfile import load
 from actormesh._mesh import header_size
+from actormesh._meshfile import load
 from actormesh._subjects import Subjects, check_key
 from actormesh._worker import _deliveries, _stream_seq
 
@@ -54,14 +54,25 @@ def test_retry_policy_rejects_nonsense() -> None:
 def test_mailbox_defaults_follow_the_design() -> None:
     m = MailboxConfig()
     assert (m.max_msgs, m.ack_wait, m.max_deliver, m.backoff, m.max_msg_size) == (
-        10_000, 30.0, 5, (1.0, 5.0, 15.0), 1024 * 1024)
+        10_000,
+        30.0,
+        5,
+        (1.0, 5.0, 15.0),
+        1024 * 1024,
+    )
     assert [m.redelivery_delay(n) for n in (1, 2, 3, 4, 9)] == [1.0, 5.0, 15.0, 15.0, 15.0]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"max_msgs": 0}, {"max_deliver": 0}, {"ack_wait": 0}, {"storage": "tape"},
-    {"backoff": (-1.0,)},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_msgs": 0},
+        {"max_deliver": 0},
+        {"ack_wait": 0},
+        {"storage": "tape"},
+        {"backoff": (-1.0,)},
+    ],
+)
 def test_mailbox_config_rejects_unbounded_or_invalid(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         MailboxConfig(**kwargs)  # type: ignore[arg-type]
@@ -155,8 +166,14 @@ def test_single_type_actor_still_requires_the_tag() -> None:
         spec_of(One).decoder.decode(b'{"by":1}')
 
 
-@given(st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True),
-                       st.text(alphabet="abcxyz0123 -_", max_size=40), min_size=1, max_size=6))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True),
+        st.text(alphabet="abcxyz0123 -_", max_size=40),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_header_size_matches_the_wire_encoding(headers: dict[str, str]) -> None:
     hdr = bytearray(b"NATS/1.0\r\n")
     for k, v in headers.items():
@@ -192,7 +209,7 @@ def test_mesh_toml_errors_are_clear(tmp_path: Path) -> None:
     bad.write_text('[[groups]]\nname="g"\nstrategy="all_for_none"\n')
     with pytest.raises(ConfigError, match="strategy"):
         load(bad)
-    bad.write_text('[broker]\nprot = 1\n')
+    bad.write_text("[broker]\nprot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load(bad)
     with pytest.raises(ConfigError, match="not found"):

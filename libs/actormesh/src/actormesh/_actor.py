@@ -108,7 +108,7 @@ class Context:
     def is_ask(self) -> bool:
         return self._reply is not None
 
-    def ref(self, actor: type[Actor] | str, key: str | None = None) -> ActorRef:
+    def ref(self, actor: type[Actor] | str, key: str | None = None) -> ActorRef[Any]:
         """A reference to another actor, to `tell` or `ask` it."""
         return self.mesh.ref(actor, key)
 
@@ -183,7 +183,7 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
         )
     # A union always (the sentinel makes one of a single type), so a message without
     # its `type` tag is rejected rather than decoded as the only type.
-    union: Any = Union[(*handlers, _NoMessage)]  # noqa: UP007
+    union: Any = Union[(*handlers, _NoMessage)]
     by_tag = {_tag_of(t): h for t, h in handlers.items()}
     spec = ActorSpec(
         cls=cls,

@@ -34,8 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--drain-grace", type=float, default=_WORKER_DEFAULTS.drain_grace)
     w.add_argument("--heartbeat-interval", type=float, default=_WORKER_DEFAULTS.heartbeat_interval)
     w.add_argument("--ack-sync", action="store_true", help="double ack: exactly-once consume")
-    w.add_argument("--update-mailbox", action="store_true",
-                   help="apply changed mailbox settings to an existing stream")
+    w.add_argument(
+        "--update-mailbox",
+        action="store_true",
+        help="apply changed mailbox settings to an existing stream",
+    )
     w.add_argument("--supervisor-child", default="")
     w.add_argument("--metrics-port", type=int, default=None)
 
@@ -48,8 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "ask":
             c.add_argument("--timeout", type=float, default=5.0)
         else:
-            c.add_argument("--wait-if-full", type=float, default=0.0, metavar="SECONDS",
-                           help="keep retrying this long while the mailbox is full")
+            c.add_argument(
+                "--wait-if-full",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="keep retrying this long while the mailbox is full",
+            )
 
     d = sub.add_parser("dlq", help="dead letters: list, replay, purge")
     d.add_argument("action", choices=("list", "replay", "purge"))
@@ -112,17 +120,31 @@ async def _worker(args: argparse.Namespace, url: str, prefix: str, settings: Set
 
     actor = load_actor(args.target)
     config = WorkerConfig(
-        concurrency=args.concurrency, prefetch=args.prefetch, worker_id=args.worker_id,
-        drain_grace=args.drain_grace, heartbeat_interval=args.heartbeat_interval,
-        ack_sync=args.ack_sync, update_mailbox=args.update_mailbox,
-        supervisor_child=args.supervisor_child, metrics_port=args.metrics_port,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        worker_id=args.worker_id,
+        drain_grace=args.drain_grace,
+        heartbeat_interval=args.heartbeat_interval,
+        ack_sync=args.ack_sync,
+        update_mailbox=args.update_mailbox,
+        supervisor_child=args.supervisor_child,
+        metrics_port=args.metrics_port,
     )
     from ._mesh import Mesh
 
     mesh = await Mesh.connect(url, prefix=prefix, name=f"worker-{args.target}")
     try:
         worker = Worker(mesh, actor, config)
-        return await worker.run()
+        # Imported here: `actormesh tell` must not pay for OpenTelemetry or aiohttp.
+        import os
+
+        from .observability import instrument_worker
+
+        obs = await instrument_worker(worker, env=os.environ, metrics_port=args.metrics_port)
+        try:
+            return await worker.run()
+        finally:
+            await obs.close()
     finally:
         await mesh.close()
 
@@ -134,24 +156,30 @@ async def _send(args: argparse.Namespace, url: str, prefix: str) -> int:
         print(f"actormesh: error: bad JSON message: {exc}", file=sys.stderr)
         return 1
     if not isinstance(payload, dict) or "type" not in payload:
-        print('actormesh: error: the message must be a JSON object with a "type", '
-              'e.g. {"type":"Inc","by":1}', file=sys.stderr)
+        print(
+            'actormesh: error: the message must be a JSON object with a "type", '
+            'e.g. {"type":"Inc","by":1}',
+            file=sys.stderr,
+        )
         return 1
     mesh = await _connect(url, prefix)
     try:
         ref = mesh.ref(args.actor_type, args.key)
         data = args.json.encode()
         if args.command == "tell":
-            receipt = await ref.tell(data, msg_id=args.msg_id,
-                                     full_policy=FullPolicy(wait=args.wait_if_full))
+            receipt = await ref.tell(
+                data, msg_id=args.msg_id, full_policy=FullPolicy(wait=args.wait_if_full)
+            )
             dup = " (duplicate: already stored)" if receipt.duplicate else ""
             print(f"stored in {receipt.stream} as #{receipt.seq}{dup}")
             return 0
         try:
             value = await ref.ask(data, timeout=args.timeout, msg_id=args.msg_id)
         except AskTimeout as exc:
-            print(f"actormesh: error: {exc}. Is a worker for {args.actor_type!r} running?",
-                  file=sys.stderr)
+            print(
+                f"actormesh: error: {exc}. Is a worker for {args.actor_type!r} running?",
+                file=sys.stderr,
+            )
             return 1
         except RemoteError as exc:
             print(f"actormesh: remote error: {exc}", file=sys.stderr)
@@ -173,8 +201,10 @@ async def _dlq(args: argparse.Namespace, url: str, prefix: str) -> int:
         dlq = DeadLetters(mesh)
         if args.action == "list":
             for dl in await dlq.list(args.actor_type, limit=args.limit):
-                print(f"#{dl.seq} {dl.original_subject} {dl.error_type} [{dl.error_code}] "
-                      f"after {dl.deliveries} deliveries: {dl.error_message} :: {dl.payload}")
+                print(
+                    f"#{dl.seq} {dl.original_subject} {dl.error_type} [{dl.error_code}] "
+                    f"after {dl.deliveries} deliveries: {dl.error_message} :: {dl.payload}"
+                )
             return 0
         if args.action == "replay":
             if not args.seq:

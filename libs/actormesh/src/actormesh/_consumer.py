@@ -16,7 +16,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -38,7 +39,7 @@ class PullConsumer:
         capacity: int,
         expires: float,
         idle_heartbeat: float,
-        on_stall: Callable[[], Awaitable[None]] | None = None,
+        on_stall: Callable[[], Coroutine[Any, Any, None]] | None = None,
         api_prefix: str = "$JS.API",
     ) -> None:
         self._nc = nc
@@ -128,7 +129,11 @@ class PullConsumer:
         hb_ns = int(self._hb * 1e9)
         while True:
             room = self.capacity - self.requested - self.held
-            if not self._paused and room > 0 and (room >= self.capacity // 2 or self.requested == 0):
+            if (
+                not self._paused
+                and room > 0
+                and (room >= self.capacity // 2 or self.requested == 0)
+            ):
                 self.requested += room
                 req = json.dumps({"batch": room, "expires": expires_ns, "idle_heartbeat": hb_ns})
                 try:
@@ -147,7 +152,8 @@ class PullConsumer:
             if self.requested > 0 and silent > 2.5 * self._hb and not self._paused:
                 log.warning(
                     "no message or heartbeat on our pull for %.1fs: pulls were lost "
-                    "(broker restart?); asking again", silent,
+                    "(broker restart?); asking again",
+                    silent,
                 )
                 self.reset()
                 if self._on_stall is not None:

@@ -21,10 +21,15 @@ class DeadLetters:
         self.mesh = mesh
         self.stream = mesh.subjects.dlq_stream
 
-    async def list(self, actor_type: str | None = None, *, limit: int = 100) -> list[DeadLetterInfo]:
+    async def list(
+        self, actor_type: str | None = None, *, limit: int = 100
+    ) -> list[DeadLetterInfo]:
         """The newest dead letters (up to `limit`), oldest first."""
-        subject = self.mesh.subjects.dlq(actor_type) if actor_type else \
-            f"{self.mesh.subjects.prefix}.dlq.>"
+        subject = (
+            self.mesh.subjects.dlq(actor_type)
+            if actor_type
+            else f"{self.mesh.subjects.prefix}.dlq.>"
+        )
         js = self.mesh.js
         try:
             info = await js.stream_info(self.stream)
@@ -56,8 +61,11 @@ class DeadLetters:
     async def replay(self, seq: int) -> Receipt:
         """Send a dead letter back to its mailbox (new delivery count), then remove it."""
         raw = await self.mesh.js.get_msg(self.stream, seq=seq)
-        headers = {k: v for k, v in (raw.headers or {}).items()
-                   if not k.startswith("Am-") and not k.startswith("Nats-")}
+        headers = {
+            k: v
+            for k, v in (raw.headers or {}).items()
+            if not k.startswith("Am-") and not k.startswith("Nats-")
+        }
         original = (raw.headers or {}).get(Hdr.ORIGINAL_SUBJECT)
         if not original:
             raise ActorMeshError(f"dead letter {seq} has no {Hdr.ORIGINAL_SUBJECT} header")

@@ -156,7 +156,9 @@ class HandlerError(ActorMeshError):
 
     code = "handler_error"
 
-    def __init__(self, message: str, *, code: str = "handler_error", retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, code: str = "handler_error", retryable: bool = True
+    ) -> None:
         super().__init__(message, retryable=retryable)
         self.code = code
 

@@ -23,6 +23,7 @@ from ._subjects import Subjects
 __all__ = ["ensure_mailbox", "ensure_system_streams", "mailbox_stream_config"]
 
 WEEK = 7 * 24 * 3600.0
+_ERR_NO_STORAGE = 10047
 
 
 def mailbox_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> StreamConfig:
@@ -54,8 +55,17 @@ def consumer_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> 
     )
 
 
-_STREAM_FIELDS = ("subjects", "retention", "discard", "max_msgs", "max_bytes", "max_msg_size",
-                  "storage", "num_replicas", "duplicate_window")
+_STREAM_FIELDS = (
+    "subjects",
+    "retention",
+    "discard",
+    "max_msgs",
+    "max_bytes",
+    "max_msg_size",
+    "storage",
+    "num_replicas",
+    "duplicate_window",
+)
 _CONSUMER_FIELDS = ("ack_policy", "ack_wait", "max_deliver", "max_ack_pending", "deliver_policy")
 
 
@@ -82,6 +92,15 @@ async def _ensure_stream(js: JetStreamContext, want: StreamConfig, *, update: bo
         except nats.js.errors.BadRequestError:
             # Another replica created it between our look and our add: compare with it.
             info = await js.stream_info(want.name)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _ERR_NO_STORAGE:
+                raise ActorMeshError(
+                    f"JetStream cannot reserve {want.max_bytes} bytes for stream {want.name}: "
+                    "the server's storage limit is taken by other streams' max_bytes. Lower "
+                    "MailboxConfig.max_bytes, delete unused streams, or raise the server's "
+                    "jetstream max_file_store"
+                ) from exc
+            raise
     except nats.errors.NoRespondersError as exc:
         raise ActorMeshError("the NATS server has no JetStream: start it with -js") from exc
     diff = _diff(info.config, want, _STREAM_FIELDS)

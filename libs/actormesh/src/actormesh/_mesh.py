@@ -19,8 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from ._actor import Actor, spec_of
-from ._config import FullPolicy, MailboxConfig
-from ._hooks import Tracer
+from ._config import FullPolicy
 from ._errors import (
     ActorMeshError,
     AskTimeout,
@@ -30,6 +29,7 @@ from ._errors import (
     PayloadTooLarge,
     RemoteError,
 )
+from ._hooks import Tracer
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
 from ._wire import ErrorReply, Hdr, Message
 
@@ -174,8 +174,9 @@ class Mesh:
                 "Is the broker running? `make up` starts one; or set NATS_URL",
                 url=url,
             ) from exc
-        mesh = cls(nc, prefix=prefix, name=name, full_policy=full_policy,
-                   publish_timeout=publish_timeout)
+        mesh = cls(
+            nc, prefix=prefix, name=name, full_policy=full_policy, publish_timeout=publish_timeout
+        )
         mesh._owns_connection = True
         mesh_ref.append(mesh)
         await mesh.start()
@@ -186,8 +187,9 @@ class Mesh:
         if self._inbox:
             return
         self._inbox = self.nc.new_inbox()
-        await self.nc.subscribe(self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1,
-                                pending_bytes_limit=-1)
+        await self.nc.subscribe(
+            self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
 
     async def close(self) -> None:
         for fut in self._waiters.values():
@@ -273,8 +275,7 @@ class Mesh:
         token, fut = self._new_token()
         fut.add_done_callback(lambda _f: self._window.release())
         try:
-            await self.nc.publish(subject, payload, reply=f"{self._inbox}.{token}",
-                                  headers=headers)
+            await self.nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
         except nats.errors.MaxPayloadError as exc:
             self._drop(token, fut)
             raise PayloadTooLarge(len(payload), self.nc.max_payload) from exc
@@ -382,7 +383,7 @@ class Mesh:
             self._drop(token, fut)
 
     async def flush(self, timeout: float = 5.0) -> None:
-        await self.nc.flush(timeout)
+        await self.nc.flush(max(1, round(timeout)))
 
 
 class ActorRef(Generic[A]):
@@ -434,12 +435,22 @@ class ActorRef(Generic[A]):
         hdrs = self._headers(msg_id, headers)
         tracer = self.mesh.tracer
         if tracer is None:
-            return await self.mesh.publish(self.subject, self._encode(msg), headers=hdrs,
-                                           max_size=self._limit, full_policy=full_policy)
+            return await self.mesh.publish(
+                self.subject,
+                self._encode(msg),
+                headers=hdrs,
+                max_size=self._limit,
+                full_policy=full_policy,
+            )
         with tracer.producer(destination=self.subject, headers=hdrs, operation="tell") as span:
             try:
-                return await self.mesh.publish(self.subject, self._encode(msg), headers=hdrs,
-                                               max_size=self._limit, full_policy=full_policy)
+                return await self.mesh.publish(
+                    self.subject,
+                    self._encode(msg),
+                    headers=hdrs,
+                    max_size=self._limit,
+                    full_policy=full_policy,
+                )
             except Exception as exc:
                 span.error(exc)
                 raise
@@ -465,8 +476,9 @@ class ActorRef(Generic[A]):
                 payload = self._encode(msg)
                 headers = self._headers(None, None)
                 if mesh.tracer is not None:
-                    with mesh.tracer.producer(destination=self.subject, headers=headers,
-                                              operation="tell"):
+                    with mesh.tracer.producer(
+                        destination=self.subject, headers=headers, operation="tell"
+                    ):
                         pass
                 mesh.check_size(payload, headers, limit=self._limit)
                 pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
@@ -481,13 +493,23 @@ class ActorRef(Generic[A]):
 
     @overload
     async def ask(
-        self, msg: Message | bytes, *, timeout: float = ..., reply_type: type[R],
-        msg_id: str | None = ..., headers: dict[str, str] | None = ...,
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = ...,
+        reply_type: type[R],
+        msg_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
     ) -> R: ...
     @overload
     async def ask(
-        self, msg: Message | bytes, *, timeout: float = ..., reply_type: None = ...,
-        msg_id: str | None = ..., headers: dict[str, str] | None = ...,
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = ...,
+        reply_type: None = ...,
+        msg_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
     ) -> Any: ...
     async def ask(
         self,
@@ -521,11 +543,15 @@ class ActorRef(Generic[A]):
                 span.error(exc)
                 raise
 
-    async def _ask(self, msg: Message | bytes, hdrs: dict[str, str], timeout: float,
-                   target: Any) -> Any:
+    async def _ask(
+        self, msg: Message | bytes, hdrs: dict[str, str], timeout: float, target: Any
+    ) -> Any:
         try:
             reply = await self.mesh.request(
-                self.subject, self._encode(msg), headers=hdrs, timeout=timeout,
+                self.subject,
+                self._encode(msg),
+                headers=hdrs,
+                timeout=timeout,
                 reply_header=Hdr.REPLY_TO,
             )
         except TimeoutError:
@@ -540,10 +566,12 @@ def decode_reply(reply: Msg, target: Any) -> Any:
         try:
             err = _error_reply.decode(reply.data)
         except msgspec.DecodeError:
-            raise RemoteError(code="bad_reply", type="BadReply", message=repr(reply.data[:200]),
-                              retryable=False) from None
-        raise RemoteError(code=err.code, type=err.type, message=err.message,
-                          retryable=err.retryable)
+            raise RemoteError(
+                code="bad_reply", type="BadReply", message=repr(reply.data[:200]), retryable=False
+            ) from None
+        raise RemoteError(
+            code=err.code, type=err.type, message=err.message, retryable=err.retryable
+        )
     if target is None or target is type(None):
         return None
     return msgspec.json.decode(reply.data, type=target)

@@ -15,11 +15,11 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class MeshSection(_Section):
+class MeshSection(_Section, frozen=True):
     prefix: str = "mesh"
 
 
-class BrokerSection(_Section):
+class BrokerSection(_Section, frozen=True):
     """The embedded nats-server `actormesh up` runs when NATS_URL is not set."""
 
     host: str = "127.0.0.1"
@@ -30,7 +30,7 @@ class BrokerSection(_Section):
     max_payload: int = 1024 * 1024
 
 
-class ChildSpec(_Section):
+class ChildSpec(_Section, frozen=True):
     """A supervised child: `replicas` worker processes of one actor class."""
 
     name: str
@@ -47,15 +47,16 @@ class ChildSpec(_Section):
 
     def __post_init__(self) -> None:
         if not self.actor and not self.command:
-            raise ConfigError(f"child {self.name!r}: give `actor = \"module:Class\"` or `command`")
+            raise ConfigError(f'child {self.name!r}: give `actor = "module:Class"` or `command`')
         if self.restart not in ("permanent", "transient", "temporary"):
-            raise ConfigError(f"child {self.name!r}: restart must be permanent, transient or "
-                              "temporary")
+            raise ConfigError(
+                f"child {self.name!r}: restart must be permanent, transient or temporary"
+            )
         if self.replicas < 1:
             raise ConfigError(f"child {self.name!r}: replicas must be >= 1")
 
 
-class GroupSpec(_Section):
+class GroupSpec(_Section, frozen=True):
     """A supervisor group: children restarted together per `strategy`."""
 
     name: str
@@ -73,14 +74,15 @@ class GroupSpec(_Section):
 
     def __post_init__(self) -> None:
         if self.strategy not in ("one_for_one", "one_for_all", "rest_for_one"):
-            raise ConfigError(f"group {self.name!r}: strategy must be one_for_one, one_for_all "
-                              "or rest_for_one")
+            raise ConfigError(
+                f"group {self.name!r}: strategy must be one_for_one, one_for_all or rest_for_one"
+            )
         names = [c.name for c in self.children]
         if len(set(names)) != len(names):
             raise ConfigError(f"group {self.name!r}: child names must be unique")
 
 
-class SupervisorSection(_Section):
+class SupervisorSection(_Section, frozen=True):
     name: str = "root"
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
@@ -106,7 +108,7 @@ class SupervisorSection(_Section):
     discovery_window: float = 0.0
 
 
-class MeshFile(_Section):
+class MeshFile(_Section, frozen=True):
     mesh: MeshSection = MeshSection()
     broker: BrokerSection = BrokerSection()
     supervisor: SupervisorSection = SupervisorSection()

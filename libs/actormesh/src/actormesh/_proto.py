@@ -1,7 +1,7 @@
 """Generate `proto/` (AsyncAPI 3 + JSON Schemas) from the wire Structs.
 
-    python -m actormesh._proto proto          # write
-    python -m actormesh._proto proto --check  # exit 1 if proto/ has drifted
+python -m actormesh._proto proto          # write
+python -m actormesh._proto proto --check  # exit 1 if proto/ has drifted
 """
 
 from __future__ import annotations
@@ -21,24 +21,30 @@ from ._wire import (
     DeadLetterInfo,
     ErrorReply,
     Event,
+    Hdr,
     HealthReport,
     Heartbeat,
-    Hdr,
     WorkerStats,
 )
 
 __all__ = ["generate"]
 
 WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
-    ErrorReply, Heartbeat, Event, ControlRequest, ControlReply, WorkerStats, HealthReport,
+    ErrorReply,
+    Heartbeat,
+    Event,
+    ControlRequest,
+    ControlReply,
+    WorkerStats,
+    HealthReport,
     DeadLetterInfo,
 )
 
 _ACTOR_MESSAGE = {
     "title": "ActorMessage",
     "description": "An actor message: a JSON object tagged by `type` (the message class "
-                   "name); the other fields are the actor's. Unknown types and fields are "
-                   "refused with a bad_message error reply and a dead letter.",
+    "name); the other fields are the actor's. Unknown types and fields are "
+    "refused with a bad_message error reply and a dead letter.",
     "type": "object",
     "required": ["type"],
     "properties": {"type": {"type": "string"}},
@@ -70,26 +76,38 @@ def _headers(*names: str) -> dict[str, Any]:
 
 def generate() -> dict[str, str]:
     """Every file of proto/, by relative path, as text."""
-    _, components = msgspec.json.schema_components(WIRE_TYPES,
-                                                   ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components(
+        WIRE_TYPES, ref_template="#/components/schemas/{name}"
+    )
     files: dict[str, str] = {}
     for name, schema in sorted(components.items()):
         standalone = json.loads(json.dumps(schema).replace("#/components/schemas/", "#/$defs/"))
-        deps = {n: json.loads(json.dumps(s).replace("#/components/schemas/", "#/$defs/"))
-                for n, s in components.items() if n != name}
-        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{name}.json",
-               **standalone}
+        deps = {
+            n: json.loads(json.dumps(s).replace("#/components/schemas/", "#/$defs/"))
+            for n, s in components.items()
+            if n != name
+        }
+        schema_doc = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{name}.json",
+            **standalone,
+        }
         if deps:
-            doc["$defs"] = deps
-        files[f"schemas/{name}.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+            schema_doc["$defs"] = deps
+        files[f"schemas/{name}.json"] = json.dumps(schema_doc, indent=2, sort_keys=True) + "\n"
 
     schemas = dict(sorted(components.items()))
     schemas["ActorMessage"] = _ACTOR_MESSAGE
 
-    def msg(name: str, payload: str, summary: str, headers: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
-        m: dict[str, Any] = {"name": name, "summary": summary, "contentType": "application/json",
-                             "payload": {"$ref": f"#/components/schemas/{payload}"}}
+    def msg(
+        name: str, payload: str, summary: str, headers: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        m: dict[str, Any] = {
+            "name": name,
+            "summary": summary,
+            "contentType": "application/json",
+            "payload": {"$ref": f"#/components/schemas/{payload}"},
+        }
         if headers:
             m["headers"] = headers
         return m
@@ -100,26 +118,37 @@ def generate() -> dict[str, str]:
             "title": "actormesh",
             "version": VERSION,
             "description": "Typed actors on durable NATS JetStream mailboxes. Generated from "
-                           "actormesh._wire by `make proto`; do not edit by hand.",
+            "actormesh._wire by `make proto`; do not edit by hand.",
         },
         "defaultContentType": "application/json",
         "channels": {
             "mailbox": {
                 "address": "{prefix}.mbox.{actorType}.{key}",
                 "description": "An actor type's mailbox (JetStream, WorkQueue, bounded, discard "
-                               "new). `_` is the key of keyless actors.",
+                "new). `_` is the key of keyless actors.",
                 "parameters": {"prefix": {}, "actorType": {}, "key": {}},
-                "messages": {"actorMessage": msg(
-                    "ActorMessage", "ActorMessage", "tell or ask an actor",
-                    _headers(Hdr.MSG_ID, Hdr.REPLY_TO, Hdr.DEADLINE, Hdr.SENDER,
-                             Hdr.TRACEPARENT))},
+                "messages": {
+                    "actorMessage": msg(
+                        "ActorMessage",
+                        "ActorMessage",
+                        "tell or ask an actor",
+                        _headers(
+                            Hdr.MSG_ID, Hdr.REPLY_TO, Hdr.DEADLINE, Hdr.SENDER, Hdr.TRACEPARENT
+                        ),
+                    )
+                },
             },
             "reply": {
                 "address": None,
                 "description": "The inbox named in Am-Reply-To (core NATS).",
-                "messages": {"errorReply": msg("ErrorReply", "ErrorReply",
-                                               "an ask's handler failed",
-                                               _headers(Hdr.STATUS, Hdr.TRACEPARENT))},
+                "messages": {
+                    "errorReply": msg(
+                        "ErrorReply",
+                        "ErrorReply",
+                        "an ask's handler failed",
+                        _headers(Hdr.STATUS, Hdr.TRACEPARENT),
+                    )
+                },
             },
             "heartbeat": {
                 "address": "{prefix}.sys.hb.{actorType}.{worker}",
@@ -130,8 +159,9 @@ def generate() -> dict[str, str]:
                 "address": "{prefix}.sys.ctl.{worker}",
                 "parameters": {"prefix": {}, "worker": {}},
                 "messages": {
-                    "controlRequest": msg("ControlRequest", "ControlRequest",
-                                          "drain, stop, stats or health"),
+                    "controlRequest": msg(
+                        "ControlRequest", "ControlRequest", "drain, stop, stats or health"
+                    ),
                     "controlReply": msg("ControlReply", "ControlReply", "the answer"),
                 },
             },
@@ -143,17 +173,32 @@ def generate() -> dict[str, str]:
             "deadLetters": {
                 "address": "{prefix}.dlq.{actorType}",
                 "parameters": {"prefix": {}, "actorType": {}},
-                "messages": {"deadLetter": msg(
-                    "DeadLetter", "ActorMessage", "the original payload, with the reason",
-                    _headers(Hdr.ERROR_CODE, Hdr.ERROR_TYPE, Hdr.ERROR_MESSAGE, Hdr.DELIVERIES,
-                             Hdr.WORKER, Hdr.ORIGINAL_SUBJECT, Hdr.ORIGINAL_SEQ,
-                             Hdr.DEAD_AT))},
+                "messages": {
+                    "deadLetter": msg(
+                        "DeadLetter",
+                        "ActorMessage",
+                        "the original payload, with the reason",
+                        _headers(
+                            Hdr.ERROR_CODE,
+                            Hdr.ERROR_TYPE,
+                            Hdr.ERROR_MESSAGE,
+                            Hdr.DELIVERIES,
+                            Hdr.WORKER,
+                            Hdr.ORIGINAL_SUBJECT,
+                            Hdr.ORIGINAL_SEQ,
+                            Hdr.DEAD_AT,
+                        ),
+                    )
+                },
             },
         },
         "operations": {
             "tell": {"action": "send", "channel": {"$ref": "#/channels/mailbox"}},
-            "handle": {"action": "receive", "channel": {"$ref": "#/channels/mailbox"},
-                       "reply": {"channel": {"$ref": "#/channels/reply"}}},
+            "handle": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/mailbox"},
+                "reply": {"channel": {"$ref": "#/channels/reply"}},
+            },
             "heartbeat": {"action": "send", "channel": {"$ref": "#/channels/heartbeat"}},
             "control": {"action": "receive", "channel": {"$ref": "#/channels/control"}},
             "event": {"action": "send", "channel": {"$ref": "#/channels/events"}},
@@ -173,13 +218,26 @@ def main(argv: list[str] | None = None) -> int:
     files = generate()
     out: Path = args.outdir
     if args.check:
-        drift = [rel for rel, text in files.items()
-                 if not (out / rel).exists() or (out / rel).read_text() != text]
-        extra = [str(f.relative_to(out)) for f in out.rglob("*.json")
-                 if str(f.relative_to(out)) not in files] if out.exists() else []
+        drift = [
+            rel
+            for rel, text in files.items()
+            if not (out / rel).exists() or (out / rel).read_text() != text
+        ]
+        extra = (
+            [
+                str(f.relative_to(out))
+                for f in out.rglob("*.json")
+                if str(f.relative_to(out)) not in files
+            ]
+            if out.exists()
+            else []
+        )
         if drift or extra:
-            print(f"proto/ has drifted from actormesh._wire: {sorted(drift + extra)}; "
-                  "run `make proto` and commit the result", file=sys.stderr)
+            print(
+                f"proto/ has drifted from actormesh._wire: {sorted(drift + extra)}; "
+                "run `make proto` and commit the result",
+                file=sys.stderr,
+            )
             return 1
         print(f"proto/ matches the wire types ({len(files)} files)")
         return 0

@@ -53,6 +53,9 @@ class ServerConfig:
     sync_always: bool = False
     max_payload: int = 1024 * 1024
     http_port: int | None = None
+    #: JetStream file storage limit in bytes (None: the server's default, from disk).
+    #: Streams reserve their max_bytes against it.
+    max_file_store: int | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -102,6 +105,7 @@ class NatsServer:
             "jetstream {",
             f'  store_dir: "{store / "jetstream"}"',
             "  sync_interval: always" if self.config.sync_always else "",
+            f"  max_file_store: {self.config.max_file_store}" if self.config.max_file_store else "",
             "}",
         ]
         if self.config.http_port is not None:

@@ -20,7 +20,8 @@ _PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 def check_actor_type(name: str) -> str:
     if not _TYPE_RE.match(name):
         raise ConfigError(
-            f"invalid actor type {name!r}: use 1-64 of a-z, 0-9, '_' and '-', starting with a letter"
+            f"invalid actor type {name!r}: use 1-64 of a-z, 0-9, '_' and '-', "
+            "starting with a letter"
         )
     return name
 

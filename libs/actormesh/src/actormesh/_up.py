@@ -27,8 +27,15 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
     if url is None:
         b = meshfile.broker
         store = Path(b.store_dir)
-        server = NatsServer(ServerConfig(host=b.host, port=b.port, store_dir=store,
-                                         sync_always=b.sync_always, max_payload=b.max_payload))
+        server = NatsServer(
+            ServerConfig(
+                host=b.host,
+                port=b.port,
+                store_dir=store,
+                sync_always=b.sync_always,
+                max_payload=b.max_payload,
+            )
+        )
         print(f"actormesh: starting nats-server (JetStream, store {store}/) ...", flush=True)
         await server.start()
         url = server.url
@@ -43,20 +50,32 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
         loop.add_signal_handler(sig, stop.set)
 
     if importlib.util.find_spec("actormesh_supervisor") is None:
-        print("actormesh: the supervisor package (actormesh-supervisor) is not installed",
-              file=sys.stderr)
+        print(
+            "actormesh: the supervisor package (actormesh-supervisor) is not installed",
+            file=sys.stderr,
+        )
         if server:
             await server.stop()
         return 1
     sup = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actormesh_supervisor", "--config", str(config_path), env=env,
+        sys.executable,
+        "-m",
+        "actormesh_supervisor",
+        "--config",
+        str(config_path),
+        env=env,
     )
     s = meshfile.supervisor
-    print(f"actormesh: supervisor pid {sup.pid}; dashboard http://{s.dashboard_host}:"
-          f"{s.dashboard_port}/", flush=True)
+    print(
+        f"actormesh: supervisor pid {sup.pid}; dashboard http://{s.dashboard_host}:"
+        f"{s.dashboard_port}/",
+        flush=True,
+    )
     print(f"actormesh: workers: {', '.join(c.name for _, c in meshfile.children()) or 'none'}")
-    print("actormesh: try  actormesh tell counter user-42 '{\"type\":\"Inc\",\"by\":1}'  "
-          "and  actormesh ask counter user-42 '{\"type\":\"Get\"}'")
+    print(
+        'actormesh: try  actormesh tell counter user-42 \'{"type":"Inc","by":1}\'  '
+        'and  actormesh ask counter user-42 \'{"type":"Get"}\''
+    )
     print("actormesh: Ctrl-C stops everything", flush=True)
 
     waiter = asyncio.ensure_future(sup.wait())

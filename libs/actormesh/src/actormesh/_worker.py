@@ -34,9 +34,9 @@ from ._wire import (
     ControlRequest,
     ErrorReply,
     Event,
+    Hdr,
     HealthReport,
     Heartbeat,
-    Hdr,
     WorkerStats,
 )
 
@@ -78,6 +78,9 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restart_times: deque[float] = deque()
         self._done = asyncio.Event()
+        #: Set whenever the worker holds no message: what a drain waits for.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._drain_task: asyncio.Task[None] | None = None
         self._consumer: PullConsumer | None = None
         self._control_sub: Any = None
@@ -99,8 +102,9 @@ class Worker:
         js = self.mesh.js
         subjects = self.mesh.subjects
         await ensure_system_streams(js, subjects)
-        await ensure_mailbox(js, subjects, self.actor_type, self.spec.mailbox,
-                             update=self.config.update_mailbox)
+        await ensure_mailbox(
+            js, subjects, self.actor_type, self.spec.mailbox, update=self.config.update_mailbox
+        )
         self._consumer = PullConsumer(
             self.mesh.nc,
             stream=self._stream,
@@ -120,8 +124,12 @@ class Worker:
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(self._progress_loop(), "in-progress")
         await self._event("started")
-        log.info("worker %s serving %s (concurrency %d)", self.id, self.actor_type,
-                 self.config.concurrency)
+        log.info(
+            "worker %s serving %s (concurrency %d)",
+            self.id,
+            self.actor_type,
+            self.config.concurrency,
+        )
 
     async def run(self, *, install_signals: bool = True) -> int:
         """Start, serve until drained or stopped, and return the exit code."""
@@ -139,8 +147,10 @@ class Worker:
 
     def _on_signal(self, sig: int) -> None:
         if self.status == "draining":
-            log.warning("second %s: stopping now; unfinished messages are handed back",
-                        signal.Signals(sig).name)
+            log.warning(
+                "second %s: stopping now; unfinished messages are handed back",
+                signal.Signals(sig).name,
+            )
             self.request_drain(grace=0.0)
             return
         log.info("%s: draining (grace %.0fs)", signal.Signals(sig).name, self.config.drain_grace)
@@ -163,12 +173,13 @@ class Worker:
             self.status = "draining"
         if self._consumer is not None:
             self._consumer.pause()
-        deadline = time.monotonic() + grace
-        while self._held and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
         if self._held:
-            log.warning("drain grace over with %d messages unfinished: handing them back",
-                        len(self._held))
+            log.warning(
+                "drain grace over with %d messages unfinished: handing them back", len(self._held)
+            )
             self._cancel_work()
             await asyncio.sleep(0)
         await self._hand_back_all()
@@ -218,8 +229,13 @@ class Worker:
     async def _recover_consumer(self) -> None:
         """Our pulls went unanswered: make sure the stream and consumer still exist."""
         try:
-            await ensure_mailbox(self.mesh.js, self.mesh.subjects, self.actor_type,
-                                 self.spec.mailbox, update=self.config.update_mailbox)
+            await ensure_mailbox(
+                self.mesh.js,
+                self.mesh.subjects,
+                self.actor_type,
+                self.spec.mailbox,
+                update=self.config.update_mailbox,
+            )
         except Exception as exc:
             log.warning("could not re-check the mailbox yet: %r", exc)
 
@@ -233,12 +249,13 @@ class Worker:
 
     def _dispatch(self, msg: Msg) -> None:
         self._held[id(msg)] = (msg, time.monotonic())
+        self._idle.clear()
         if self.status != "running":
             # Draining: this arrived on a pull asked for earlier; give it straight back.
             self._spawn(self._nak(msg, 0.0), "handback")
             return
         subject = msg.subject
-        key = subject[len(self._base):] if subject.startswith(self._base) else KEYLESS
+        key = subject[len(self._base) :] if subject.startswith(self._base) else KEYLESS
         if self.spec.keyless:
             self._spawn(self._run_one(key, msg), "msg")
             return
@@ -267,6 +284,8 @@ class Worker:
     def _settle(self, msg: Msg) -> None:
         if self._held.pop(id(msg), None) is not None and self._consumer is not None:
             self._consumer.settled()
+        if not self._held:
+            self._idle.set()
 
     async def _ack(self, msg: Msg) -> None:
         try:
@@ -299,8 +318,12 @@ class Worker:
         if deadline is not None and _expired(deadline):
             self.expired += 1
             self._observe("expired", msg, None, 0.0)
-            await self._dead_letter(msg, code="deadline_exceeded", type_="DeadlineExceeded",
-                                    message=f"ask deadline {deadline} passed before it ran")
+            await self._dead_letter(
+                msg,
+                code="deadline_exceeded",
+                type_="DeadlineExceeded",
+                message=f"ask deadline {deadline} passed before it ran",
+            )
             return
         try:
             obj = self.spec.decoder.decode(msg.data)
@@ -308,7 +331,8 @@ class Worker:
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
             bad = BadMessage(
                 f"{self.actor_type} cannot decode the message: {exc}",
-                actor_type=self.actor_type, detail=str(exc),
+                actor_type=self.actor_type,
+                detail=str(exc),
             )
             self.failed += 1
             self._observe("bad_message", msg, None, 0.0)
@@ -330,8 +354,12 @@ class Worker:
                 result = await self._call(handler, instance, obj, ctx)
             else:
                 with tracer.consumer(
-                    destination=msg.subject, headers=headers, actor_type=self.actor_type,
-                    message_type=type(obj).__name__, key=key, deliveries=_deliveries(msg),
+                    destination=msg.subject,
+                    headers=headers,
+                    actor_type=self.actor_type,
+                    message_type=type(obj).__name__,
+                    key=key,
+                    deliveries=_deliveries(msg),
                 ) as span:
                     try:
                         result = await self._call(handler, instance, obj, ctx)
@@ -374,15 +402,21 @@ class Worker:
             except Exception:
                 log.exception("observer failed")
 
-    def _context(self, key: str, msg: Msg, headers: dict[str, str],
-                 reply_to: str | None) -> Context:
+    def _context(
+        self, key: str, msg: Msg, headers: dict[str, str], reply_to: str | None
+    ) -> Context:
         async def reply(value: Any) -> None:
             assert reply_to is not None
             await self._reply_value(reply_to, value)
 
         return Context(
-            mesh=self.mesh, actor_type=self.actor_type, key=key, subject=msg.subject,
-            headers=headers, deliveries=_deliveries(msg), reply=reply if reply_to else None,
+            mesh=self.mesh,
+            actor_type=self.actor_type,
+            key=key,
+            subject=msg.subject,
+            headers=headers,
+            deliveries=_deliveries(msg),
+            reply=reply if reply_to else None,
         )
 
     async def _new_instance(self, key: str) -> Actor:
@@ -395,8 +429,14 @@ class Worker:
     async def _on_failure(self, key: str, msg: Msg, exc: Exception, reply_to: str | None) -> None:
         deliveries = _deliveries(msg)
         retryable = exc.retryable if isinstance(exc, ActorMeshError) else True
-        log.warning("%s/%s: handler raised %s: %s (delivery %d)", self.actor_type, key,
-                    type(exc).__name__, exc, deliveries)
+        log.warning(
+            "%s/%s: handler raised %s: %s (delivery %d)",
+            self.actor_type,
+            key,
+            type(exc).__name__,
+            exc,
+            deliveries,
+        )
         await self._supervise(key, exc)
         if reply_to:
             # The asker is told at once and decides; the message is settled.
@@ -405,8 +445,11 @@ class Worker:
             return
         if not retryable or deliveries >= self.spec.mailbox.max_deliver:
             await self._dead_letter(
-                msg, code=getattr(exc, "code", "handler_error"), type_=type(exc).__name__,
-                message=str(exc) or type(exc).__name__, deliveries=deliveries,
+                msg,
+                code=getattr(exc, "code", "handler_error"),
+                type_=type(exc).__name__,
+                message=str(exc) or type(exc).__name__,
+                deliveries=deliveries,
             )
             return
         self.redelivered += 1
@@ -440,20 +483,31 @@ class Worker:
             try:
                 await fresh.on_restart(exc)
             except Exception:
-                log.exception("on_restart of %s/%s failed; it starts afresh on its next "
-                              "message", self.actor_type, key)
+                log.exception(
+                    "on_restart of %s/%s failed; it starts afresh on its next message",
+                    self.actor_type,
+                    key,
+                )
                 return
             self._instances[key] = fresh
 
     async def _escalate(self, exc: Exception, restarts: int, within: float) -> None:
         if self.status == "escalated":
             return
-        log.error("%s: %d restarts within %.0fs (intensity %d): escalating and exiting",
-                  self.id, restarts, within, self.spec.supervision.max_restarts)
+        log.error(
+            "%s: %d restarts within %.0fs (intensity %d): escalating and exiting",
+            self.id,
+            restarts,
+            within,
+            self.spec.supervision.max_restarts,
+        )
         self.status = "escalated"
         self.exit_code = EXIT_ESCALATED
-        await self._event("escalated", reason=f"{type(exc).__name__}: {exc}",
-                          detail={"restarts": str(restarts), "within": str(within)})
+        await self._event(
+            "escalated",
+            reason=f"{type(exc).__name__}: {exc}",
+            detail={"restarts": str(restarts), "within": str(within)},
+        )
         # Unfinished messages stay in JetStream for the next worker.
         self.request_drain(grace=min(5.0, self.config.drain_grace))
 
@@ -463,8 +517,9 @@ class Worker:
         try:
             data = _encoder.encode(value)
         except (TypeError, msgspec.EncodeError) as exc:
-            await self._reply_error(reply_to, ActorMeshError(
-                f"the handler's reply cannot be encoded: {exc}"))
+            await self._reply_error(
+                reply_to, ActorMeshError(f"the handler's reply cannot be encoded: {exc}")
+            )
             return
         headers: dict[str, str] | None = None
         tracer = self.mesh.tracer
@@ -483,57 +538,80 @@ class Worker:
             code, retryable = exc.code, exc.retryable
         else:
             code, retryable = "handler_error", True
-        body = ErrorReply(code=code, type=type(exc).__name__, message=str(exc)[:4000],
-                          retryable=retryable)
+        body = ErrorReply(
+            code=code, type=type(exc).__name__, message=str(exc)[:4000], retryable=retryable
+        )
         try:
-            await self.mesh.nc.publish(reply_to, _encoder.encode(body),
-                                       headers={Hdr.STATUS: status})
+            await self.mesh.nc.publish(
+                reply_to, _encoder.encode(body), headers={Hdr.STATUS: status}
+            )
         except Exception as log_exc:
             log.warning("error reply to %s not sent: %r", reply_to, log_exc)
 
-    async def _dead_letter(self, msg: Msg, *, code: str, type_: str, message: str,
-                           deliveries: int | None = None) -> None:
+    async def _dead_letter(
+        self, msg: Msg, *, code: str, type_: str, message: str, deliveries: int | None = None
+    ) -> None:
         deliveries = _deliveries(msg) if deliveries is None else deliveries
         seq = _stream_seq(msg)
-        headers = {k: v for k, v in (msg.headers or {}).items()
-                   if k not in (Hdr.REPLY_TO, Hdr.MSG_ID)}
-        headers.update({
-            # Dead-lettering the same stored message twice (a crash between the two
-            # steps below) is deduplicated by the DLQ stream.
-            Hdr.MSG_ID: f"{self._stream}:{seq}",
-            Hdr.ERROR_CODE: code,
-            Hdr.ERROR_TYPE: type_,
-            Hdr.ERROR_MESSAGE: " ".join(message.split())[:1000],
-            Hdr.DELIVERIES: str(deliveries),
-            Hdr.WORKER: self.id,
-            Hdr.ORIGINAL_SUBJECT: msg.subject,
-            Hdr.ORIGINAL_SEQ: str(seq),
-            Hdr.DEAD_AT: f"{time.time():.3f}",
-        })
+        headers = {
+            k: v for k, v in (msg.headers or {}).items() if k not in (Hdr.REPLY_TO, Hdr.MSG_ID)
+        }
+        headers.update(
+            {
+                # Dead-lettering the same stored message twice (a crash between the two
+                # steps below) is deduplicated by the DLQ stream.
+                Hdr.MSG_ID: f"{self._stream}:{seq}",
+                Hdr.ERROR_CODE: code,
+                Hdr.ERROR_TYPE: type_,
+                Hdr.ERROR_MESSAGE: " ".join(message.split())[:1000],
+                Hdr.DELIVERIES: str(deliveries),
+                Hdr.WORKER: self.id,
+                Hdr.ORIGINAL_SUBJECT: msg.subject,
+                Hdr.ORIGINAL_SEQ: str(seq),
+                Hdr.DEAD_AT: f"{time.time():.3f}",
+            }
+        )
         try:
-            await self.mesh.publish(self.mesh.subjects.dlq(self.actor_type), msg.data,
-                                    headers=headers)
+            await self.mesh.publish(
+                self.mesh.subjects.dlq(self.actor_type), msg.data, headers=headers
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("dead-lettering %s seq %d failed (%r): keeping it in the mailbox",
-                      self.actor_type, seq, exc)
+            log.error(
+                "dead-lettering %s seq %d failed (%r): keeping it in the mailbox",
+                self.actor_type,
+                seq,
+                exc,
+            )
             await self._nak(msg, self.spec.mailbox.redelivery_delay(max(deliveries, 1)))
             return
         await self._ack(msg)
         self.dead_lettered += 1
         self._observe("dead_lettered", msg, None, 0.0)
-        await self._event("dead_lettered", reason=f"{type_}: {message}"[:500],
-                          detail={"seq": str(seq), "subject": msg.subject, "code": code})
+        await self._event(
+            "dead_lettered",
+            reason=f"{type_}: {message}"[:500],
+            detail={"seq": str(seq), "subject": msg.subject, "code": code},
+        )
 
-    async def _event(self, kind: str, *, reason: str = "",
-                     detail: dict[str, str] | None = None) -> None:
-        evt = Event(kind=kind, at=time.time(), source=self.id, actor_type=self.actor_type,
-                    worker=self.id, child=self.config.supervisor_child, reason=reason,
-                    detail=detail or {})
+    async def _event(
+        self, kind: str, *, reason: str = "", detail: dict[str, str] | None = None
+    ) -> None:
+        evt = Event(
+            kind=kind,
+            at=time.time(),
+            source=self.id,
+            actor_type=self.actor_type,
+            worker=self.id,
+            child=self.config.supervisor_child,
+            reason=reason,
+            detail=detail or {},
+        )
         try:
-            await self.mesh.publish(self.mesh.subjects.event(kind), _encoder.encode(evt),
-                                    timeout=2.0)
+            await self.mesh.publish(
+                self.mesh.subjects.event(kind), _encoder.encode(evt), timeout=2.0
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -543,13 +621,24 @@ class Worker:
 
     def heartbeat(self, status: str | None = None) -> Heartbeat:
         return Heartbeat(
-            worker=self.id, actor_type=self.actor_type, pid=os.getpid(), host=self.host,
-            started_at=self.started_at, seq=self.hb_seq, in_flight=self.in_flight,
-            handled=self.handled, failed=self.failed, dead_lettered=self.dead_lettered,
-            restarts=self.restarts, version=VERSION, status=status or self.status,
-            loop_lag=self.loop_lag, concurrency=self.config.concurrency,
+            worker=self.id,
+            actor_type=self.actor_type,
+            pid=os.getpid(),
+            host=self.host,
+            started_at=self.started_at,
+            seq=self.hb_seq,
+            in_flight=self.in_flight,
+            handled=self.handled,
+            failed=self.failed,
+            dead_lettered=self.dead_lettered,
+            restarts=self.restarts,
+            version=VERSION,
+            status=status or self.status,
+            loop_lag=self.loop_lag,
+            concurrency=self.config.concurrency,
             supervisor_child=self.config.supervisor_child,
-            metrics_port=self.config.metrics_port or 0, sent_at=time.time(),
+            metrics_port=self.config.metrics_port or 0,
+            sent_at=time.time(),
         )
 
     async def _publish_heartbeat(self, status: str | None = None) -> None:
@@ -591,10 +680,18 @@ class Worker:
 
     def stats(self) -> WorkerStats:
         return WorkerStats(
-            worker=self.id, actor_type=self.actor_type, status=self.status,
-            in_flight=self.in_flight, buffered=len(self._held), handled=self.handled,
-            failed=self.failed, dead_lettered=self.dead_lettered, redelivered=self.redelivered,
-            expired=self.expired, restarts=self.restarts, instances=len(self._instances),
+            worker=self.id,
+            actor_type=self.actor_type,
+            status=self.status,
+            in_flight=self.in_flight,
+            buffered=len(self._held),
+            handled=self.handled,
+            failed=self.failed,
+            dead_lettered=self.dead_lettered,
+            redelivered=self.redelivered,
+            expired=self.expired,
+            restarts=self.restarts,
+            instances=len(self._instances),
             uptime=time.time() - self.started_at,
         )
 
@@ -602,35 +699,56 @@ class Worker:
         """Healthy, degraded or unhealthy, per component; the worst one wins."""
         comps: list[ComponentHealth] = []
         connected = self.mesh.connected
-        comps.append(ComponentHealth(
-            name="broker", status="healthy" if connected else "unhealthy",
-            detail={"connected": str(connected).lower()},
-        ))
+        comps.append(
+            ComponentHealth(
+                name="broker",
+                status="healthy" if connected else "unhealthy",
+                detail={"connected": str(connected).lower()},
+            )
+        )
         silent = time.monotonic() - self._consumer.last_activity if self._consumer else 0.0
         consumer_status = "healthy"
-        if self._consumer is None or self.status not in ("running",):
+        if (
+            self._consumer is None
+            or self.status not in ("running",)
+            or (self._consumer.requested > 0 and silent > 3 * self.config.pull_idle_heartbeat)
+        ):
             consumer_status = "degraded"
-        elif self._consumer.requested > 0 and silent > 3 * self.config.pull_idle_heartbeat:
-            consumer_status = "degraded"
-        comps.append(ComponentHealth(
-            name="consumer", status=consumer_status,
-            detail={"status": self.status, "silent_s": f"{silent:.1f}",
-                    "pull_resets": str(self._consumer.resets if self._consumer else 0)},
-        ))
+        comps.append(
+            ComponentHealth(
+                name="consumer",
+                status=consumer_status,
+                detail={
+                    "status": self.status,
+                    "silent_s": f"{silent:.1f}",
+                    "pull_resets": str(self._consumer.resets if self._consumer else 0),
+                },
+            )
+        )
         lag = self.loop_lag
-        comps.append(ComponentHealth(
-            name="event_loop",
-            status="healthy" if lag < 0.5 else ("degraded" if lag < 5 else "unhealthy"),
-            detail={"lag_s": f"{lag:.3f}"},
-        ))
+        comps.append(
+            ComponentHealth(
+                name="event_loop",
+                status="healthy" if lag < 0.5 else ("degraded" if lag < 5 else "unhealthy"),
+                detail={"lag_s": f"{lag:.3f}"},
+            )
+        )
         order = {"healthy": 0, "degraded": 1, "unhealthy": 2}
         worst = max(comps, key=lambda c: order[c.status]).status
         return HealthReport(
-            status=worst, worker=self.id, actor_type=self.actor_type, at=time.time(),
+            status=worst,
+            worker=self.id,
+            actor_type=self.actor_type,
+            at=time.time(),
             components=comps,
-            counters={"handled": self.handled, "failed": self.failed,
-                      "dead_lettered": self.dead_lettered, "redelivered": self.redelivered,
-                      "in_flight": self.in_flight, "restarts": self.restarts},
+            counters={
+                "handled": self.handled,
+                "failed": self.failed,
+                "dead_lettered": self.dead_lettered,
+                "redelivered": self.redelivered,
+                "in_flight": self.in_flight,
+                "restarts": self.restarts,
+            },
         )
 
     async def _on_control(self, msg: Msg) -> None:
@@ -650,8 +768,9 @@ class Worker:
                 self.request_drain(0.0)
                 reply = ControlReply(ok=True, op=req.op)
             else:
-                reply = ControlReply(ok=False, op=req.op,
-                                     error="unknown op: use drain, stop, stats or health")
+                reply = ControlReply(
+                    ok=False, op=req.op, error="unknown op: use drain, stop, stats or health"
+                )
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))

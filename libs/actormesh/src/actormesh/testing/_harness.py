@@ -32,7 +32,9 @@ async def broker(config: ServerConfig | None = None) -> AsyncIterator[Broker]:
         async with _container_broker() as b:
             yield b
         return
-    async with NatsServer(config) as server:
+    # Many tests share one broker, each with its own streams: leave room for their
+    # reservations whatever the disk size.
+    async with NatsServer(config or ServerConfig(max_file_store=1 << 40)) as server:
         yield Broker(url=server.url, server=server)
 
 

@@ -6,6 +6,7 @@ pyproject does) or ``pytest_plugins = ["actormesh.testing.pytest_plugin"]``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -40,4 +41,14 @@ async def mesh(nats_url: str, mesh_prefix: str) -> AsyncIterator[Mesh]:
     try:
         yield m
     finally:
+        await delete_streams(m)
         await m.close()
+
+
+async def delete_streams(mesh: Mesh) -> None:
+    """Remove every stream of this mesh's prefix (tests share one broker)."""
+    own = mesh.subjects.prefix.upper() + "_"
+    with contextlib.suppress(Exception):
+        for info in await mesh.js.streams_info():
+            if info.config.name and info.config.name.startswith(own):
+                await mesh.js.delete_stream(info.config.name)
