@@ -57,6 +57,9 @@ class ServerConfig:
     #: Streams reserve their max_bytes against it.
     max_file_store: int | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    #: Run with this config file instead of a generated one (host and port still
+    #: come from `host` and `port`).
+    config_file: Path | None = None
 
 
 class NatsServer:
@@ -116,13 +119,19 @@ class NatsServer:
     async def start(self, *, timeout: float = 20.0) -> None:
         if self._proc is not None and self._proc.returncode is None:
             return
-        conf = self._write_config()
+        if self.config.config_file is not None:
+            conf = self.config.config_file
+            port = str(self.port) if self.port else "-1"
+            args = ["-a", self.config.host, "-p", port, *self.config.extra_args]
+        else:
+            conf = self._write_config()
+            args = list(self.config.extra_args)
         self.log_lines = []
         self._proc = await asyncio.create_subprocess_exec(
             self.binary,
             "-c",
             str(conf),
-            *self.config.extra_args,
+            *args,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
