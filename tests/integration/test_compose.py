@@ -65,6 +65,10 @@ def test_compose_services_reference_real_files_users_and_actors() -> None:
     assert mf.supervisor.backend == "docker"
 
 
+def spawn(argv: list[str], env: dict[str, str], log: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def permissioned_broker(tmp_path: Path) -> object:
     conf = (ROOT / "docker" / "nats.conf").read_text()
@@ -97,11 +101,8 @@ async def test_workers_and_clients_run_with_least_privilege(
         PYTHONPATH=str(ROOT),
     )
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "actormesh", "worker", "actormesh_counter:Counter"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+    worker = spawn(
+        [sys.executable, "-m", "actormesh", "worker", "actormesh_counter:Counter"], env, log
     )
     client = await Mesh.connect(f"nats://client:client-pw@127.0.0.1:{port}", prefix="mesh")
     try:
