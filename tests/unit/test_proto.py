@@ -35,8 +35,21 @@ def test_wire_values_validate_against_their_schemas() -> None:
     samples = [
         ErrorReply(code="c", type="T", message="m", retryable=False),
         Event(kind="started", at=1.0, source="w"),
-        Heartbeat(worker="w", actor_type="a", pid=1, host="h", started_at=0, seq=1, in_flight=0,
-                  handled=0, failed=0, dead_lettered=0, restarts=0, version="0", status="running"),
+        Heartbeat(
+            worker="w",
+            actor_type="a",
+            pid=1,
+            host="h",
+            started_at=0,
+            seq=1,
+            in_flight=0,
+            handled=0,
+            failed=0,
+            dead_lettered=0,
+            restarts=0,
+            version="0",
+            status="running",
+        ),
     ]
     for value in samples:
         schema = json.loads((PROTO / "schemas" / f"{type(value).__name__}.json").read_text())

@@ -5,27 +5,60 @@ import actormesh.testing
 
 
 def test_exported_names_are_pinned() -> None:
-    assert sorted(actormesh.__all__) == sorted([
-        "Actor", "ActorMeshError", "ActorRef", "AskTimeout", "BadMessage", "BrokerUnavailable",
-        "ConfigError", "Context", "DeadLetterInfo", "ErrorReply", "Event", "FullPolicy",
-        "HandlerError", "Heartbeat", "MailboxConfig", "MailboxConflict", "MailboxFull", "Mesh",
-        "Message", "NoSuchActorType", "PayloadTooLarge", "Receipt", "RemoteError",
-        "RetryPolicy", "SupervisionPolicy", "Worker", "WorkerConfig", "__version__",
-    ])
+    assert sorted(actormesh.__all__) == sorted(
+        [
+            "Actor",
+            "ActorMeshError",
+            "ActorRef",
+            "AskTimeout",
+            "BadMessage",
+            "BrokerUnavailable",
+            "ConfigError",
+            "Context",
+            "DeadLetterInfo",
+            "ErrorReply",
+            "Event",
+            "FullPolicy",
+            "HandlerError",
+            "Heartbeat",
+            "MailboxConfig",
+            "MailboxConflict",
+            "MailboxFull",
+            "Mesh",
+            "Message",
+            "NoSuchActorType",
+            "PayloadTooLarge",
+            "Receipt",
+            "RemoteError",
+            "RetryPolicy",
+            "SupervisionPolicy",
+            "Worker",
+            "WorkerConfig",
+            "__version__",
+        ]
+    )
     for name in actormesh.__all__:
         assert hasattr(actormesh, name), name
 
 
 def test_testing_names_are_pinned() -> None:
     assert sorted(actormesh.testing.__all__) == [
-        "Broker", "NatsServer", "ServerConfig", "broker", "running_worker", "unique_prefix",
+        "Broker",
+        "NatsServer",
+        "ServerConfig",
+        "broker",
+        "running_worker",
+        "unique_prefix",
     ]
 
 
 def test_every_error_has_one_root() -> None:
-    errors = [getattr(actormesh, n) for n in actormesh.__all__
-              if isinstance(getattr(actormesh, n), type)
-              and issubclass(getattr(actormesh, n), BaseException)]
+    errors = [
+        getattr(actormesh, n)
+        for n in actormesh.__all__
+        if isinstance(getattr(actormesh, n), type)
+        and issubclass(getattr(actormesh, n), BaseException)
+    ]
     assert len(errors) >= 10
     for err in errors:
         assert issubclass(err, actormesh.ActorMeshError), err
