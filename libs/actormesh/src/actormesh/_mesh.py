@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar, overload
@@ -101,6 +102,9 @@ class Mesh:
         self._window = asyncio.Semaphore(max_pending_publishes)
         self._inbox = ""
         self._ids = itertools.count(1)
+        # Cheaper than a NUID per message, and as unique: random per connection.
+        self._msg_id_prefix = f"{uuid.uuid4().hex[:16]}-"
+        self._msg_ids = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[Msg]] = {}
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
@@ -273,7 +277,7 @@ class Mesh:
         """Publish to JetStream without waiting; the future resolves to the PubAck."""
         await self._window.acquire()
         token, fut = self._new_token()
-        fut.add_done_callback(lambda _f: self._window.release())
+        fut.add_done_callback(self._release_window)
         try:
             await self.nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
         except nats.errors.MaxPayloadError as exc:
@@ -287,6 +291,13 @@ class Mesh:
             raise
         return fut
 
+    def _release_window(self, _fut: asyncio.Future[Msg]) -> None:
+        self._window.release()
+
+    def new_msg_id(self) -> str:
+        """A unique message id: this connection's random prefix and a counter."""
+        return f"{self._msg_id_prefix}{next(self._msg_ids)}"
+
     def _drop(self, token: str, fut: asyncio.Future[Msg]) -> None:
         self._waiters.pop(token, None)
         if not fut.done():
@@ -295,6 +306,9 @@ class Mesh:
     async def _receipt(
         self, subject: str, fut: asyncio.Future[Msg], timeout: float | None
     ) -> Receipt:
+        if fut.done() and not fut.cancelled():
+            # Pipelined sends mostly find their PubAck already here: skip the timer.
+            return self._parse_puback(subject, fut.result())
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.publish_timeout):
                 msg = await fut
@@ -411,7 +425,7 @@ class ActorRef(Generic[A]):
         return msg if isinstance(msg, bytes) else _encoder.encode(msg)
 
     def _headers(self, msg_id: str | None, extra: dict[str, str] | None) -> dict[str, str]:
-        headers = {Hdr.MSG_ID: msg_id or self.mesh.nc._nuid.next().decode()}
+        headers = {Hdr.MSG_ID: msg_id or self.mesh.new_msg_id()}
         if self.mesh.name:
             headers[Hdr.SENDER] = self.mesh.name
         if extra:
@@ -456,7 +470,11 @@ class ActorRef(Generic[A]):
                 raise
 
     async def tell_many(
-        self, msgs: Iterable[Message | bytes], *, window: int = 1024
+        self,
+        msgs: Iterable[Message | bytes],
+        *,
+        window: int = 1024,
+        full_policy: FullPolicy | None = None,
     ) -> list[Receipt]:
         """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
         receipts: list[Receipt] = []
@@ -469,7 +487,11 @@ class ActorRef(Generic[A]):
                 receipts.append(await mesh._receipt(self.subject, fut, None))
             except MailboxFull:
                 # Retries one by one, as `tell` would, with the same msg id.
-                receipts.append(await mesh.publish(self.subject, payload, headers=headers))
+                receipts.append(
+                    await mesh.publish(
+                        self.subject, payload, headers=headers, full_policy=full_policy
+                    )
+                )
 
         try:
             for msg in msgs:
