@@ -128,6 +128,8 @@ class Handler:
     fn: Callable[..., Any]
     is_async: bool
     wants_context: bool
+    #: A `actormesh.patterns.HandlerPolicy` declared with `@policy(...)`, if any.
+    policy: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,4 +231,5 @@ def _handler_of(cls: type[Actor], name: str, fn: Callable[..., Any]) -> Handler 
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         wants_context=wants_context,
+        policy=getattr(fn, "__actormesh_policy__", None),
     )

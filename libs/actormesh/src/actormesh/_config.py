@@ -5,6 +5,8 @@ Nothing here reads the environment; `_settings.py` does, at the edge.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from ._errors import ConfigError
@@ -47,6 +49,20 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ConfigError("storage must be 'file' or 'memory'")
         if any(d < 0 for d in self.backoff):
             raise ConfigError("backoff delays must be >= 0")
+
+    @classmethod
+    def from_retry(cls, policy: RetryPolicy, **settings: Any) -> MailboxConfig:
+        """A mailbox whose redeliveries follow `policy`: `attempts` deliveries, spaced
+        by its delays (without jitter: the broker schedules them)."""
+        plain = RetryPolicy(
+            attempts=policy.attempts,
+            base=policy.base,
+            multiplier=policy.multiplier,
+            cap=policy.cap,
+            jitter=0.0,
+        )
+        backoff = tuple(plain.delays()) or (0.0,)
+        return cls(max_deliver=policy.attempts, backoff=backoff, **settings)
 
     def redelivery_delay(self, deliveries: int) -> float:
         """Delay before the next delivery after `deliveries` failed ones."""

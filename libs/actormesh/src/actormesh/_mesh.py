@@ -10,7 +10,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 import nats
@@ -18,6 +18,9 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+
+if TYPE_CHECKING:
+    from .patterns import CircuitBreaker
 
 from ._actor import Actor, spec_of
 from ._config import FullPolicy
@@ -31,6 +34,8 @@ from ._errors import (
     RemoteError,
 )
 from ._hooks import Tracer
+from ._retry import RetryPolicy
+from ._retry import retry as _retry_loop
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
 from ._wire import ErrorReply, Hdr, Message
 
@@ -522,6 +527,8 @@ class ActorRef(Generic[A]):
         reply_type: type[R],
         msg_id: str | None = ...,
         headers: dict[str, str] | None = ...,
+        breaker: CircuitBreaker | None = ...,
+        retry: RetryPolicy | None = ...,
     ) -> R: ...
     @overload
     async def ask(
@@ -532,6 +539,8 @@ class ActorRef(Generic[A]):
         reply_type: None = ...,
         msg_id: str | None = ...,
         headers: dict[str, str] | None = ...,
+        breaker: CircuitBreaker | None = ...,
+        retry: RetryPolicy | None = ...,
     ) -> Any: ...
     async def ask(
         self,
@@ -541,13 +550,41 @@ class ActorRef(Generic[A]):
         reply_type: type[R] | None = None,
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
+        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """Send `msg` and await the handler's reply, decoded to its return annotation.
 
         The message carries a deadline: if no worker starts it before `timeout`,
         it is not run. Raises `AskTimeout`, `RemoteError` (the handler failed), and
         what `tell` raises.
+
+        With `breaker`, the ask goes through that circuit breaker (one per target is
+        the usual choice) and fails fast with `CircuitOpen` while it is open. With
+        `retry`, retryable failures (timeouts, full mailbox, retryable remote
+        errors) are tried again per the policy. Each attempt is a new message with
+        its own deadline and reply inbox (a repeated message id would be dropped as
+        a duplicate of the first attempt, whose reply nobody waits for); an earlier
+        attempt that is still queued expires unrun.
         """
+        if breaker is not None or retry is not None:
+            ids = [msg_id]
+
+            async def once() -> Any:
+                # Only the first attempt may carry the caller's id (see above).
+                attempt_id = ids.pop() if ids else None
+                return await self.ask(
+                    msg,
+                    timeout=timeout,
+                    reply_type=reply_type,
+                    msg_id=attempt_id,
+                    headers=headers,
+                )
+
+            async def guarded() -> Any:
+                return await (breaker.call(once) if breaker is not None else once())
+
+            return await (_retry_loop(guarded, retry) if retry is not None else guarded())
         if reply_type is None and self._spec is not None and isinstance(msg, Message):
             handler = self._spec.handlers.get(type(msg))
             target: Any = handler.reply_type if handler is not None else Any

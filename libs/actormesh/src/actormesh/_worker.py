@@ -39,6 +39,7 @@ from ._wire import (
     Heartbeat,
     WorkerStats,
 )
+from .patterns._policy import run_with_policy
 
 __all__ = ["Worker"]
 
@@ -387,13 +388,9 @@ class Worker:
 
     @staticmethod
     async def _call(handler: Any, instance: Actor, obj: Any, ctx: Context | None) -> Any:
-        if handler.wants_context:
-            result = handler.fn(instance, obj, ctx)
-        else:
-            result = handler.fn(instance, obj)
-        if handler.is_async:
-            result = await result
-        return result
+        if handler.policy is not None:
+            return await run_with_policy(handler.policy, _invoke, handler, instance, obj, ctx)
+        return await _invoke(handler, instance, obj, ctx)
 
     def _observe(self, outcome: str, msg: Msg, obj: Any, seconds: float) -> None:
         for hook in self.observers:
@@ -774,6 +771,13 @@ class Worker:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))
+
+
+async def _invoke(handler: Any, instance: Actor, obj: Any, ctx: Context | None) -> Any:
+    result = handler.fn(instance, obj, ctx) if handler.wants_context else handler.fn(instance, obj)
+    if handler.is_async:
+        result = await result
+    return result
 
 
 def _expired(deadline: str) -> bool:
