@@ -1,0 +1,1 @@
+"""Benchmarks: actormesh against raw nats-py and FastStream (`make bench`)."""

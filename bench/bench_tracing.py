@@ -1,0 +1,369 @@
+"""Issue 4: what tracing costs. Tell throughput through one worker process, tracing off vs on.
+
+"On" is the production setup, end to end: the driver's Mesh is instrumented
+(a PRODUCER span per tell, W3C context in the headers) and the worker runs
+with ``OTEL_TRACES_EXPORTER=otlp`` (a CONSUMER span per message), both
+exporting OTLP over http/protobuf with the default BatchSpanProcessor
+settings to a collector stub in this process, which stores the request
+bodies and decodes them only after the timed part (to count the spans).
+
+Every unit (one mode, one repetition) gets a fresh ``nats-server`` and a fresh
+worker process; repetitions alternate (off, on, off, on, ...) so both modes
+see the same conditions. A unit: warm up, then N tells pipelined with
+``tell_many`` to a keyless actor (handlers run concurrently), timed from the
+first publish to the worker's own timestamp of the N-th handled message
+(the actor reports on core NATS every ``STEP`` messages).
+
+``python -m bench.bench_tracing [--quick] [--messages N] [--repeats R] [--json PATH]``
+Target: throughput with tracing on at most 15% below off. Progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from actormesh import Actor, Context, MailboxConfig, Message
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_SLOWDOWN = 0.15
+STEP = 500
+PROGRESS = "benchtrace.progress"
+MiB = 1024 * 1024
+
+
+class Tick(Message):
+    n: int = 0
+
+
+class TraceSink(Actor):
+    """Counts ticks; every STEP of them says how many and when, on core NATS."""
+
+    actor_type = "tracesink"
+    keyless = True
+    mailbox = MailboxConfig(max_msgs=1_000_000, max_bytes=1024 * MiB)
+    count = 0
+
+    async def tick(self, msg: Tick, ctx: Context) -> None:
+        TraceSink.count += 1
+        if TraceSink.count % STEP == 0:
+            body = json.dumps({"count": TraceSink.count, "t": time.time()}).encode()
+            await ctx.mesh.nc.publish(PROGRESS, body)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Collector:
+    """OTLP/HTTP receiver: keeps bodies now, decodes later (off the clock)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.url = ""
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        async def traces(request: web.Request) -> web.Response:
+            self.bodies.append(await request.read())
+            return web.Response(body=b"", content_type="application/x-protobuf")
+
+        app = web.Application(client_max_size=64 * MiB)
+        app.router.add_post("/v1/traces", traces)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = next(a[1] for a in self._runner.addresses if isinstance(a, tuple))
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def take_counts(self) -> dict[str, int]:
+        """Spans received since the last call, by kind."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+        counts = {"producer": 0, "consumer": 0, "other": 0}
+        for body in self.bodies:
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        if s.kind == Span.SPAN_KIND_PRODUCER:
+                            counts["producer"] += 1
+                        elif s.kind == Span.SPAN_KIND_CONSUMER:
+                            counts["consumer"] += 1
+                        else:
+                            counts["other"] += 1
+        self.bodies.clear()
+        return counts
+
+
+#: mode -> head-sampling ratio (None: tracing off). The driver makes the root
+#: spans, so its ratio decides; the worker follows its parent (parentbased_*).
+MODES: dict[str, float | None] = {"off": None, "on": 1.0, "sampled": 0.01}
+
+
+def otel_env(ratio: float, collector: Collector) -> dict[str, str]:
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+        # The default queue (2048) overflows at these rates and the SDK then drops
+        # spans, which would make tracing look cheaper than it is: export them all.
+        "OTEL_BSP_MAX_QUEUE_SIZE": "200000",
+    }
+
+
+def _worker_env(url: str, ratio: float | None, collector: Collector) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ACTORMESH_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["ACTORMESH_LOG_LEVEL"] = "WARNING"
+    if ratio is not None:
+        env.update(otel_env(ratio, collector))
+    return env
+
+
+def _cpu_seconds(pid: int | None = None) -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+async def one_unit(
+    mode: str, messages: int, warmup: int, collector: Collector, unit: int
+) -> dict[str, Any]:
+    from actormesh import Mesh
+    from actormesh.observability import instrument, tracing_from_env
+    from actormesh.testing import NatsServer
+
+    prefix = f"bt{unit}"
+    ratio = MODES[mode]
+    async with NatsServer() as server:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "actormesh",
+            "--nats-url",
+            server.url,
+            "--prefix",
+            prefix,
+            "worker",
+            "bench.bench_tracing:TraceSink",
+            "--worker-id",
+            f"sink{unit}",
+            "--concurrency",
+            "64",
+            "--prefetch",
+            "512",
+            env=_worker_env(server.url, ratio, collector),
+        )
+        mesh = await Mesh.connect(server.url, prefix=prefix, name="bench-driver")
+        provider = None
+        try:
+            if ratio is not None:
+                provider = tracing_from_env(otel_env(ratio, collector), service_name="bench-driver")
+                instrument(mesh, provider)
+            reached: dict[int, float] = {}
+            progressed = asyncio.Event()
+
+            async def on_progress(msg: Any) -> None:
+                body = json.loads(msg.data)
+                reached[body["count"]] = body["t"]
+                progressed.set()
+
+            await mesh.nc.subscribe(PROGRESS, cb=on_progress)
+            await mesh.flush()
+            ref = mesh.ref(TraceSink)
+            while True:  # until the worker has made its mailbox
+                try:
+                    await ref.tell(Tick(n=-1))
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)
+
+            async def wait_for(count: int) -> float:
+                while count not in reached:
+                    progressed.clear()
+                    await asyncio.wait_for(progressed.wait(), 120)
+                return reached[count]
+
+            await ref.tell_many(Tick(n=i) for i in range(warmup - 1))
+            await wait_for(warmup)
+            cpu_worker, cpu_driver = _cpu_seconds(proc.pid), _cpu_seconds()
+            started = time.time()
+            await ref.tell_many(Tick(n=i) for i in range(messages))
+            sent = time.time()
+            done = await wait_for(warmup + messages)
+            cpu_worker_end, cpu_driver_end = _cpu_seconds(proc.pid), _cpu_seconds()
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            # The worker exports its last spans as it stops.
+            await asyncio.wait_for(proc.wait(), 60)
+            if provider is not None:
+                mesh.tracer = None
+                await asyncio.to_thread(provider.shutdown)
+            await mesh.close()
+    seconds = done - started
+    result: dict[str, Any] = {
+        "mode": mode,
+        "sampling": ratio,
+        "messages": messages,
+        "seconds": round(seconds, 3),
+        "msgs_per_s": round(messages / seconds),
+        "send_msgs_per_s": round(messages / (sent - started)),
+    }
+    # CPU per message is robust where wall-clock throughput is not (a shared box).
+    if cpu_worker is not None and cpu_worker_end is not None:
+        result["worker_cpu_us_per_msg"] = round((cpu_worker_end - cpu_worker) / messages * 1e6, 1)
+    if cpu_driver is not None and cpu_driver_end is not None:
+        result["driver_cpu_us_per_msg"] = round((cpu_driver_end - cpu_driver) / messages * 1e6, 1)
+    if ratio is not None:
+        result["spans_exported"] = collector.take_counts()
+    return result
+
+
+async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dict[str, Any]:
+    collector = Collector()
+    await collector.start()
+    units: list[dict[str, Any]] = []
+    try:
+        unit = 0
+        for rep in range(repeats):
+            for mode in modes:
+                unit += 1
+                log(f"  [{rep + 1}/{repeats}] tracing {mode}: {messages:,} tells ...")
+                res = await one_unit(mode, messages, warmup, collector, unit)
+                extra = ""
+                if "spans_exported" in res:
+                    extra = f", spans exported {res['spans_exported']}"
+                log(
+                    f"      {res['msgs_per_s']:,} msg/s end to end "
+                    f"(send {res['send_msgs_per_s']:,} msg/s), CPU/msg worker "
+                    f"{res.get('worker_cpu_us_per_msg', '?')} us, driver "
+                    f"{res.get('driver_cpu_us_per_msg', '?')} us{extra}"
+                )
+                units.append(res)
+    finally:
+        await collector.stop()
+    return summarize(units, messages, repeats, modes)
+
+
+def _median(units: list[dict[str, Any]], mode: str, key: str) -> float | None:
+    values = [u[key] for u in units if u["mode"] == mode and key in u]
+    return statistics.median(values) if values else None
+
+
+def summarize(
+    units: list[dict[str, Any]], messages: int, repeats: int, modes: list[str]
+) -> dict[str, Any]:
+    off = _median(units, "off", "msgs_per_s")
+    rows: list[dict[str, Any]] = []
+    for mode in modes:
+        rate = _median(units, mode, "msgs_per_s")
+        assert rate is not None and off is not None
+        rows.append(
+            {
+                "tracing": mode if MODES[mode] is None else f"{mode} ({MODES[mode]:.0%} sampled)",
+                "msgs_per_s": rate,
+                "vs_off": round(rate / off, 3),
+                "worker_cpu_us_per_msg": _median(units, mode, "worker_cpu_us_per_msg"),
+                "driver_cpu_us_per_msg": _median(units, mode, "driver_cpu_us_per_msg"),
+                "runs": [u["msgs_per_s"] for u in units if u["mode"] == mode],
+            }
+        )
+    on = rows[modes.index("on")]
+    slowdown = round(1.0 - on["vs_off"], 3)
+    summary: dict[str, Any] = {
+        "messages": messages,
+        "repeats": repeats,
+        "rows": rows,
+        "slowdown_on": slowdown,
+        "target_slowdown": TARGET_SLOWDOWN,
+        "meets_target": slowdown <= TARGET_SLOWDOWN,
+        "units": units,
+    }
+    lines = [
+        "| tracing | msg/s (median) | vs off | worker CPU us/msg | driver CPU us/msg | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tracing']} | {r['msgs_per_s']:,.0f} | {r['vs_off']:.1%} | "
+            f"{r['worker_cpu_us_per_msg']} | {r['driver_cpu_us_per_msg']} | "
+            f"{', '.join(f'{v:,}' for v in r['runs'])} |"
+        )
+    lines += [
+        "",
+        f"Tracing on (every message traced): {slowdown:.1%} slower than off; "
+        f"target at most {TARGET_SLOWDOWN:.0%}: "
+        f"{'met' if summary['meets_target'] else 'NOT met'}.",
+    ]
+    for mode, r in zip(modes, rows, strict=True):
+        ratio = MODES[mode]
+        if ratio is not None and ratio < 1.0:
+            lines.append(f"With head sampling at {ratio:.0%}: {1.0 - r['vs_off']:.1%} slower.")
+    summary["markdown"] = "\n".join(lines)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.bench_tracing",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="10x fewer messages, one repeat")
+    p.add_argument("--messages", type=int, default=50_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma list of {', '.join(MODES)} (off and on are needed for the ratio)",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the result here")
+    args = p.parse_args(argv)
+    messages = args.messages // 10 if args.quick else args.messages
+    repeats = 1 if args.quick else args.repeats
+    warmup = max(STEP, (messages // 10) // STEP * STEP)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not {"off", "on"} <= set(modes) or not set(modes) <= set(MODES):
+        p.error(f"--modes: give off, on and optionally sampled (got {args.modes!r})")
+    log(f"bench_tracing: {messages:,} tells x {repeats} repeats per mode, warm-up {warmup:,}")
+    try:
+        import uvloop  # the CLI's loop too: measure what the worker runs on
+    except ImportError:
+        result = asyncio.run(run(messages, warmup, repeats, modes))
+    else:
+        result = uvloop.run(run(messages, warmup, repeats, modes))
+    log(result["markdown"])
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    out = main()
+    print(out["markdown"])

@@ -1,0 +1,106 @@
+"""The FastStream 0.7 worker: the peer framework actormesh is measured against.
+
+A JetStream pull subscriber (``PullSub(batch_size=256)``, durable consumer)
+on a WorkQueue file stream with the same settings as the other contenders.
+FastStream runs each fetched message as its own task and acks it after the
+handler returns. The handler takes the body as ``bytes`` (FastStream's
+cheapest path: no JSON decode). A message published with ``broker.request``
+carries a ``reply_to`` header: the handler's return value is sent there, so
+the same handler answers asks (its return value is ignored for tells).
+Per-message logging is off (``logger=None``): the actormesh and raw workers
+do not log per message either.
+
+Every ``--step`` handled tells it publishes ``{"count": n, "t": unix_time}``
+on core NATS ``--progress``.
+
+Run: ``python -m bench.faststream_worker --url nats://... --stream FS --subject fs.sink``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from faststream import FastStream
+from faststream.nats import JStream, NatsBroker, PullSub
+from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType
+
+ASK_PREFIX = b"P"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.faststream_worker")
+    p.add_argument("--url", required=True)
+    p.add_argument("--stream", required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--durable", default="fs")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--step", type=int, default=1000)
+    p.add_argument("--progress", default="bench.progress")
+    p.add_argument("--max-msgs", type=int, default=1_000_000)
+    p.add_argument("--max-bytes", type=int, default=1024 * 1024 * 1024)
+    p.add_argument("--max-msg-size", type=int, default=1024 * 1024)
+    p.add_argument("--duplicate-window", type=float, default=120.0)
+    p.add_argument("--ack-wait", type=float, default=30.0)
+    p.add_argument("--max-deliver", type=int, default=5)
+    p.add_argument("--max-ack-pending", type=int, default=1000)
+    return p
+
+
+def build(args: argparse.Namespace) -> FastStream:
+    broker = NatsBroker(args.url, logger=None)
+    stream = JStream(
+        name=args.stream,
+        subjects=[args.subject],
+        retention=RetentionPolicy.WORK_QUEUE,
+        discard=DiscardPolicy.NEW,
+        storage=StorageType.FILE,
+        max_msgs=args.max_msgs,
+        max_bytes=args.max_bytes,
+        max_msg_size=args.max_msg_size,
+        duplicate_window=args.duplicate_window,
+        num_replicas=1,
+    )
+    state = {"count": 0}
+    step = args.step
+
+    @broker.subscriber(
+        args.subject,
+        stream=stream,
+        durable=args.durable,
+        pull_sub=PullSub(batch_size=args.batch),
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=args.ack_wait,
+            max_deliver=args.max_deliver,
+            max_ack_pending=args.max_ack_pending,
+        ),
+    )
+    async def handle(body: bytes) -> bytes | None:
+        if body[:1] == ASK_PREFIX:
+            return body
+        state["count"] += 1
+        n = state["count"]
+        if n % step == 0:
+            await broker.publish(json.dumps({"count": n, "t": time.time()}).encode(), args.progress)
+        return None
+
+    return FastStream(broker, logger=None)
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    app = build(args)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(app.run())
+        return 0
+    uvloop.run(app.run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Observability settings read from an explicit environment mapping.
+
+Nothing here imports OpenTelemetry, prometheus-client or aiohttp: deciding that
+tracing is off must cost a worker no imports. The caller passes the mapping
+(the CLI passes `os.environ`), so tests and embedders never touch the process
+environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .._errors import ActorMeshError, ConfigError
+
+__all__ = ["MetricsConfig", "ObservabilityError", "TracingConfig"]
+
+
+class ObservabilityError(ActorMeshError):
+    """Tracing, metrics or the health endpoint could not be set up."""
+
+    code = "observability_error"
+
+
+_SAMPLERS = frozenset(
+    {
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    }
+)
+_EXPORTERS = frozenset({"otlp", "console"})
+_COMPRESSIONS = frozenset({"none", "gzip", "deflate"})
+_TRUE = frozenset({"true", "1", "yes", "on"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TracingConfig:
+    """Which span exporters to build and how, per the OTEL_* environment variables.
+
+    Only OTLP over http/protobuf (and `console`, for a quick look) is supported:
+    the gRPC exporter is not a dependency of actormesh.
+    """
+
+    #: Empty means tracing is off: `mesh.tracer` stays None.
+    exporters: tuple[str, ...] = ()
+    #: The full traces URL (`.../v1/traces`).
+    endpoint: str = "http://localhost:4318/v1/traces"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds (the variable is in milliseconds, as the specification says).
+    timeout: float = 10.0
+    compression: str = "none"
+    service_name: str | None = None
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    #: BatchSpanProcessor settings.
+    schedule_delay_ms: float = 5000.0
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+    export_timeout_ms: float = 30000.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.exporters)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TracingConfig:
+        """Read the standard OTEL_* variables from `env`.
+
+        Tracing is on when OTEL_TRACES_EXPORTER names an exporter, or when it is
+        unset and an OTLP endpoint is given. The specification's default exporter
+        is `otlp` even with no endpoint; we deviate so that a worker started
+        without any configuration never sends spans to a localhost port nobody
+        listens on, and pays nothing for tracing.
+        """
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+            return cls()
+        traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        base_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        raw = env.get("OTEL_TRACES_EXPORTER")
+        if raw is None or not raw.strip():
+            exporters: tuple[str, ...] = ("otlp",) if traces_endpoint or base_endpoint else ()
+        else:
+            names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+            if "none" in names:
+                return cls()
+            unknown = sorted(set(names) - _EXPORTERS)
+            if unknown:
+                raise ConfigError(
+                    f"OTEL_TRACES_EXPORTER={raw!r}: unsupported exporter(s) {unknown}; "
+                    "actormesh supports otlp (http/protobuf), console and none"
+                )
+            exporters = tuple(dict.fromkeys(names))
+        if not exporters:
+            return cls()
+
+        if "otlp" in exporters:
+            protocol = (
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf"
+            ).strip()
+            if protocol != "http/protobuf":
+                raise ConfigError(
+                    f"OTLP protocol {protocol!r} is not supported: actormesh exports "
+                    "http/protobuf (set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point "
+                    "the endpoint at the collector's HTTP port, usually 4318)"
+                )
+        if traces_endpoint:
+            endpoint = traces_endpoint
+        else:
+            base = base_endpoint or "http://localhost:4318"
+            endpoint = base.rstrip("/") + "/v1/traces"
+
+        compression = (
+            (
+                env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+                or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
+                or "none"
+            )
+            .strip()
+            .lower()
+        )
+        if compression not in _COMPRESSIONS:
+            raise ConfigError(f"OTLP compression {compression!r}: use none, gzip or deflate")
+
+        sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+        if sampler not in _SAMPLERS:
+            raise ConfigError(
+                f"OTEL_TRACES_SAMPLER={sampler!r}: use one of {', '.join(sorted(_SAMPLERS))}"
+            )
+        sampler_arg = 1.0
+        if sampler.endswith("traceidratio"):
+            sampler_arg = _number(env, "OTEL_TRACES_SAMPLER_ARG", 1.0)
+            if not 0.0 <= sampler_arg <= 1.0:
+                raise ConfigError("OTEL_TRACES_SAMPLER_ARG must be between 0 and 1")
+
+        timeout_ms = _number(
+            env,
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            _number(env, "OTEL_EXPORTER_OTLP_TIMEOUT", 10000.0),
+        )
+
+        return cls(
+            exporters=exporters,
+            endpoint=endpoint,
+            headers=_pairs(
+                env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                or env.get("OTEL_EXPORTER_OTLP_HEADERS")
+                or "",
+                lower_keys=True,
+            ),
+            timeout=timeout_ms / 1000.0,
+            compression=compression,
+            service_name=(env.get("OTEL_SERVICE_NAME") or "").strip() or None,
+            resource_attributes=_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", "")),
+            sampler=sampler,
+            sampler_arg=sampler_arg,
+            schedule_delay_ms=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000.0),
+            max_queue_size=int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
+            max_export_batch_size=int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
+            export_timeout_ms=_number(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000.0),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricsConfig:
+    """Where a worker serves /metrics and /healthz, and how often it polls its mailbox."""
+
+    #: 127.0.0.1 by default: a metrics port open to the network is a decision.
+    host: str = "127.0.0.1"
+    #: Seconds between stream/consumer info requests (mailbox depth, pending acks).
+    poll_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0:
+            raise ConfigError("the mailbox poll interval must be > 0")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MetricsConfig:
+        """ACTORMESH_METRICS_HOST and ACTORMESH_METRICS_POLL_INTERVAL (seconds)."""
+        return cls(
+            host=(env.get("ACTORMESH_METRICS_HOST") or "").strip() or "127.0.0.1",
+            poll_interval=_number(env, "ACTORMESH_METRICS_POLL_INTERVAL", 5.0),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _pairs(raw: str, *, lower_keys: bool = False) -> dict[str, str]:
+    """`k1=v1,k2=v2` with percent-encoding (W3C baggage style, as OTEL_* use)."""
+    out: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        key = unquote(key).strip()
+        if not sep or not key:
+            if item.strip():
+                raise ConfigError(f"bad key=value pair {item.strip()!r} in {raw!r}")
+            continue
+        out[key.lower() if lower_keys else key] = unquote(value).strip()
+    return out

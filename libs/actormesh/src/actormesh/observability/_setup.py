@@ -1,0 +1,201 @@
+"""`instrument_worker`: tracing, metrics and the health endpoint for one worker process.
+
+This module imports OpenTelemetry only when the environment turns tracing on,
+and prometheus-client/aiohttp only when a metrics port is given: a worker run
+without either pays no import and no per-message cost, and the `otel` and
+`metrics` extras stay optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .._errors import ConfigError
+from ._config import MetricsConfig, TracingConfig
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from .._worker import Worker
+    from ._http import WorkerHttpServer
+    from ._metrics import WorkerMetrics
+    from ._tracing import OtelTracer
+
+__all__ = ["WorkerInstrumentation", "instrument_worker"]
+
+log = logging.getLogger("actormesh.observability")
+
+#: How long a stopping worker waits for its last spans to be exported.
+FLUSH_TIMEOUT = 5.0
+
+
+class WorkerInstrumentation:
+    """What `instrument_worker` set up; `await close()` after the worker stopped."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        tracer: OtelTracer | None,
+        tracer_provider: TracerProvider | None,
+        metrics: WorkerMetrics | None,
+        http: WorkerHttpServer | None,
+    ) -> None:
+        self.worker = worker
+        self.tracer = tracer
+        self.tracer_provider = tracer_provider
+        self.metrics = metrics
+        self.http = http
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics and /healthz are served on (None: not served)."""
+        return self.http.port if self.http is not None else None
+
+    async def close(self) -> None:
+        """Stop serving, stop polling, export the last spans (bounded wait)."""
+        try:
+            if self.http is not None:
+                await self.http.close()
+                self.http = None
+            if self.metrics is not None:
+                await self.metrics.close()
+                self.metrics = None
+        finally:
+            if self.tracer is not None and self.worker.mesh.tracer is self.tracer:
+                self.worker.mesh.tracer = None
+            provider, self.tracer_provider = self.tracer_provider, None
+            if provider is not None:
+                await _shutdown_provider(provider, FLUSH_TIMEOUT)
+
+    async def __aenter__(self) -> WorkerInstrumentation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def instrument_worker(
+    worker: Worker,
+    *,
+    env: Mapping[str, str],
+    metrics_port: int | None = None,
+) -> WorkerInstrumentation:
+    """Set up what `env` and `metrics_port` ask for, before `worker.run()`.
+
+    - Tracing when the OTEL_* variables configure an exporter (see
+      `TracingConfig.from_env`); the service name defaults to
+      `actormesh-<actor type>` and the instance id is the worker id.
+    - With `metrics_port` (0 picks a free port): `/metrics` and `/healthz` on
+      ACTORMESH_METRICS_HOST (default 127.0.0.1), from a registry of the
+      worker's own. The bound port goes into the worker's heartbeats.
+
+    Raises `ConfigError` for bad settings or a missing optional dependency, and
+    `ObservabilityError` if the port cannot be bound.
+    """
+    tracing = TracingConfig.from_env(env)
+    metrics_config = MetricsConfig.from_env(env) if metrics_port is not None else None
+
+    tracer: OtelTracer | None = None
+    provider: TracerProvider | None = None
+    if tracing.enabled:
+        try:
+            from ._tracing import build_tracer_provider, instrument
+        except ImportError as exc:
+            raise ConfigError(
+                f"OTEL_* variables ask for tracing but OpenTelemetry is missing ({exc}): "
+                "install actormesh[otel]"
+            ) from exc
+        provider = build_tracer_provider(
+            tracing, service_name=f"actormesh-{worker.actor_type}", instance_id=worker.id
+        )
+        tracer = instrument(worker.mesh, provider)
+        log.info(
+            "tracing on: exporting spans to %s",
+            ", ".join(tracing.endpoint if name == "otlp" else name for name in tracing.exporters),
+        )
+
+    metrics: WorkerMetrics | None = None
+    http: WorkerHttpServer | None = None
+    setup = WorkerInstrumentation(
+        worker, tracer=tracer, tracer_provider=provider, metrics=None, http=None
+    )
+    if metrics_port is None or metrics_config is None:
+        return setup
+    try:
+        try:
+            from prometheus_client import (
+                GC_COLLECTOR,
+                PLATFORM_COLLECTOR,
+                PROCESS_COLLECTOR,
+                CollectorRegistry,
+            )
+
+            from ._http import serve_worker_http
+            from ._metrics import WorkerMetrics
+        except ImportError as exc:
+            raise ConfigError(
+                f"--metrics-port needs prometheus-client and aiohttp ({exc}): "
+                "install actormesh[metrics]"
+            ) from exc
+        registry = CollectorRegistry()
+        # The process, platform and GC collectors are stateless readers: sharing
+        # the default instances with a private registry is what they are for.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(collector)
+        metrics = setup.metrics = WorkerMetrics(
+            worker, registry, poll_interval=metrics_config.poll_interval
+        )
+        http = setup.http = await serve_worker_http(
+            worker, metrics_port, metrics_config.host, registry=registry
+        )
+        await metrics.start()
+    except BaseException:
+        await setup.close()
+        raise
+    # Heartbeats carry config.metrics_port: with port 0 the supervisor and the
+    # dashboard need the one actually bound.
+    worker.config = msgspec.structs.replace(worker.config, metrics_port=http.port)
+    log.info("metrics on %s/metrics, health on %s/healthz", http.url, http.url)
+    return setup
+
+
+async def _shutdown_provider(provider: TracerProvider, timeout: float) -> None:
+    """Flush and shut down off the event loop, waiting at most `timeout` seconds.
+
+    A daemon thread rather than `asyncio.to_thread`: an exporter stuck retrying
+    an unreachable collector must not hold the interpreter's exit (the default
+    executor is joined at shutdown).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            provider.shutdown()
+        except Exception:
+            log.exception("tracer provider shutdown failed")
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.call_soon_threadsafe(finished)
+
+    threading.Thread(target=run, name="actormesh-otel-shutdown", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        log.warning(
+            "spans not exported within %.0fs of stopping: the collector is slow "
+            "or unreachable; the rest are dropped",
+            timeout,
+        )

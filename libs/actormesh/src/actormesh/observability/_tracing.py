@@ -1,0 +1,334 @@
+"""OpenTelemetry tracing: the `Tracer` hook implementation and the provider from OTEL_*.
+
+Spans follow the OpenTelemetry messaging semantic conventions: a PRODUCER span
+per tell / ask / reply that injects W3C `traceparent`/`tracestate` into the
+NATS headers, and a CONSUMER span per handled message, parented on what the
+headers carry and current while the handler runs, so a handler's own tells
+and asks continue the trace across processes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.version import __version__ as _sdk_version
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .._errors import ActorMeshError
+from .._version import VERSION
+from .._wire import Hdr
+from ._config import TracingConfig
+from ._logs import install_log_enricher
+
+if TYPE_CHECKING:
+    from .._mesh import Mesh
+
+__all__ = [
+    "OtelTracer",
+    "build_tracer_provider",
+    "instrument",
+    "tracing_from_env",
+    "uninstrument",
+]
+
+#: The instrumentation scope name spans carry.
+SCOPE = "actormesh"
+
+# Attribute names (messaging semantic conventions, v1.27+). Spelled out rather
+# than imported from the incubating semconv module, whose names are unstable.
+SYSTEM = "messaging.system"
+DESTINATION = "messaging.destination.name"
+DESTINATION_TEMPLATE = "messaging.destination.template"
+DESTINATION_TEMPORARY = "messaging.destination.temporary"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+MESSAGE_ID = "messaging.message.id"
+DELIVERY_COUNT = "messaging.nats.delivery_count"
+ACTOR_TYPE = "actormesh.actor_type"
+KEY = "actormesh.key"
+MESSAGE_TYPE = "actormesh.message_type"
+ERROR_TYPE = "error.type"
+ERROR_CODE = "actormesh.error.code"
+
+#: `publish` was renamed `send` in the messaging conventions (v1.27); we emit the
+#: current name.
+SEND = "send"
+PROCESS = "process"
+
+
+class _Scope:
+    """A started span: the context manager and the `SpanHandle` the hooks get."""
+
+    __slots__ = ("_ctx", "_failed", "_span", "_token")
+
+    def __init__(self, span: Span, ctx: otel_context.Context | None) -> None:
+        self._span = span
+        #: For consumer spans: the context to make current on enter.
+        self._ctx = ctx
+        self._token: Token[otel_context.Context] | None = None
+        self._failed = False
+
+    def error(self, exc: BaseException) -> None:
+        if not self._failed:
+            self._failed = True
+            _mark_failed(self._span, exc)
+
+    def __enter__(self) -> _Scope:
+        if self._ctx is not None:
+            self._token = otel_context.attach(self._ctx)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        try:
+            # CancelledError, KeyboardInterrupt, GeneratorExit are not failures.
+            if isinstance(exc, Exception) and not self._failed:
+                self.error(exc)
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)
+                self._token = None
+            self._span.end()
+
+
+def _mark_failed(span: Span, exc: BaseException) -> None:
+    if not span.is_recording():
+        return
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:1000]))
+    span.set_attribute(ERROR_TYPE, type(exc).__qualname__)
+    if isinstance(exc, ActorMeshError):
+        span.set_attribute(ERROR_CODE, exc.code)
+
+
+class OtelTracer:
+    """The `actormesh._hooks.Tracer` protocol over an OpenTelemetry TracerProvider.
+
+    `tracer_provider=None` uses the global provider (as set with
+    `opentelemetry.trace.set_tracer_provider`, possibly later). The propagator
+    defaults to W3C Trace Context, the format DESIGN.md puts on the wire.
+    """
+
+    __slots__ = ("_names", "_propagator", "_tracer")
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        *,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        self._tracer = trace.get_tracer(SCOPE, VERSION, tracer_provider=tracer_provider)
+        self._propagator = propagator or TraceContextTextMapPropagator()
+        # Per mailbox base subject: (template, actor type); saves re-splitting hot subjects.
+        self._names: dict[str, tuple[str, str]] = {}
+
+    def _mailbox(self, destination: str) -> tuple[str, str, str] | None:
+        """(template, actor type, key) of a mailbox subject `<prefix>.mbox.<type>.<key>`."""
+        base, _, key = destination.rpartition(".")
+        known = self._names.get(base)
+        if known is None:
+            parts = base.split(".")
+            if len(parts) != 3 or parts[1] != "mbox" or not key:
+                return None
+            known = self._names[base] = (base + ".*", parts[2])
+            if len(self._names) > 4096:  # a bound, should someone trace arbitrary subjects
+                self._names.clear()
+        return known[0], known[1], key
+
+    def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> _Scope:
+        attrs: dict[str, Any] = {
+            SYSTEM: "nats",
+            DESTINATION: destination,
+            OPERATION_TYPE: SEND,
+            OPERATION_NAME: operation,
+        }
+        mailbox = self._mailbox(destination)
+        if mailbox is not None:
+            template, actor_type, key = mailbox
+            name = f"{operation} {template}"
+            attrs[DESTINATION_TEMPLATE] = template
+            attrs[ACTOR_TYPE] = actor_type
+            attrs[KEY] = key
+        elif operation == "reply":
+            # Reply inboxes are per-asker and short-lived: not a span name.
+            name = operation
+            attrs[DESTINATION_TEMPORARY] = True
+        else:
+            name = f"{operation} {destination}"
+        msg_id = headers.get(Hdr.MSG_ID)
+        if msg_id:
+            attrs[MESSAGE_ID] = msg_id
+        span = self._tracer.start_span(
+            name,
+            kind=SpanKind.PRODUCER,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._propagator.inject(headers, context=trace.set_span_in_context(span))
+        return _Scope(span, None)
+
+    def consumer(
+        self,
+        *,
+        destination: str,
+        headers: dict[str, str],
+        actor_type: str,
+        message_type: str,
+        key: str,
+        deliveries: int,
+    ) -> _Scope:
+        parent = self._propagator.extract(headers)
+        mailbox = self._mailbox(destination)
+        template = mailbox[0] if mailbox is not None else destination
+        attrs: dict[str, Any] = {
+            SYSTEM: "nats",
+            DESTINATION: destination,
+            DESTINATION_TEMPLATE: template,
+            OPERATION_TYPE: PROCESS,
+            OPERATION_NAME: PROCESS,
+            ACTOR_TYPE: actor_type,
+            KEY: key,
+            MESSAGE_TYPE: message_type,
+            DELIVERY_COUNT: deliveries,
+        }
+        msg_id = headers.get(Hdr.MSG_ID)
+        if msg_id:
+            attrs[MESSAGE_ID] = msg_id
+        span = self._tracer.start_span(
+            f"{PROCESS} {template}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        return _Scope(span, trace.set_span_in_context(span, parent))
+
+
+def instrument(
+    mesh: Mesh,
+    tracer_provider: trace.TracerProvider | None = None,
+    *,
+    propagator: TextMapPropagator | None = None,
+) -> OtelTracer:
+    """Trace this mesh's tells, asks and (in a worker) handled messages and replies.
+
+    Also adds trace_id/span_id to log lines (`actormesh._logging.enrichers`).
+    """
+    tracer = OtelTracer(tracer_provider, propagator=propagator)
+    mesh.tracer = tracer
+    install_log_enricher()
+    return tracer
+
+
+def uninstrument(mesh: Mesh) -> None:
+    """Back to no tracing at all (`mesh.tracer = None`)."""
+    mesh.tracer = None
+
+
+def tracing_from_env(
+    env: Mapping[str, str],
+    *,
+    service_name: str | None = None,
+    instance_id: str | None = None,
+) -> TracerProvider | None:
+    """A TracerProvider exporting as the OTEL_* variables in `env` say, or None when
+    they configure no exporter (then leave `mesh.tracer` None: no tracing cost).
+
+    `service_name` is the default when neither OTEL_SERVICE_NAME nor a
+    `service.name` in OTEL_RESOURCE_ATTRIBUTES is set. Raises `ConfigError`.
+    """
+    config = TracingConfig.from_env(env)
+    if not config.enabled:
+        return None
+    return build_tracer_provider(config, service_name=service_name, instance_id=instance_id)
+
+
+def build_tracer_provider(
+    config: TracingConfig,
+    *,
+    service_name: str | None = None,
+    instance_id: str | None = None,
+    exporters: list[SpanExporter] | None = None,
+) -> TracerProvider:
+    """A TracerProvider for `config`; `exporters` replaces the ones it names (tests)."""
+    attributes: dict[str, str] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": _sdk_version,
+    }
+    attributes.update(config.resource_attributes)
+    if config.service_name:
+        attributes["service.name"] = config.service_name
+    elif "service.name" not in attributes:
+        attributes["service.name"] = service_name or "actormesh"
+    if instance_id and "service.instance.id" not in attributes:
+        attributes["service.instance.id"] = instance_id
+    provider = TracerProvider(sampler=_sampler(config), resource=Resource(attributes))
+    for exporter in exporters if exporters is not None else _exporters(config):
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=config.max_queue_size,
+                schedule_delay_millis=config.schedule_delay_ms,
+                max_export_batch_size=config.max_export_batch_size,
+                export_timeout_millis=config.export_timeout_ms,
+            )
+        )
+    return provider
+
+
+def _sampler(config: TracingConfig) -> Sampler:
+    name, arg = config.sampler, config.sampler_arg
+    if name == "always_on":
+        return ALWAYS_ON
+    if name == "always_off":
+        return ALWAYS_OFF
+    if name == "traceidratio":
+        return TraceIdRatioBased(arg)
+    if name == "parentbased_always_off":
+        return ParentBased(ALWAYS_OFF)
+    if name == "parentbased_traceidratio":
+        return ParentBasedTraceIdRatio(arg)
+    return ParentBased(ALWAYS_ON)
+
+
+def _exporters(config: TracingConfig) -> list[SpanExporter]:
+    out: list[SpanExporter] = []
+    for name in config.exporters:
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http import Compression
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            out.append(
+                OTLPSpanExporter(
+                    endpoint=config.endpoint,
+                    headers=dict(config.headers),
+                    timeout=config.timeout,
+                    compression=Compression(config.compression),
+                )
+            )
+        elif name == "console":
+            # stdout belongs to the program (`actormesh ask` prints replies there).
+            out.append(ConsoleSpanExporter(out=sys.stderr))
+    return out
