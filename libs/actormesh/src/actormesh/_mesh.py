@@ -360,21 +360,14 @@ class Mesh:
         full_policy: FullPolicy | None = None,
     ) -> Receipt:
         """Publish raw bytes to a JetStream subject and wait for the PubAck."""
-        self.check_size(payload, headers, limit=max_size)
-        policy = full_policy or self.full_policy
-        started = time.monotonic()
-        retry = 0
-        while True:
-            fut = await self._send(subject, payload, headers)
-            try:
-                return await self._receipt(subject, fut, timeout)
-            except MailboxFull as exc:
-                waited = time.monotonic() - started
-                if waited >= policy.wait:
-                    exc.waited = waited
-                    raise
-                retry += 1
-                await asyncio.sleep(min(policy.backoff.delay(retry), policy.wait - waited))
+        return await self._store(
+            subject,
+            payload,
+            headers,
+            max_size,
+            full_policy,
+            ack_timeout=timeout if timeout is not None else self.publish_timeout,
+        )
 
     async def request(
         self,
@@ -384,9 +377,16 @@ class Mesh:
         headers: dict[str, str] | None = None,
         timeout: float,
         reply_header: str | None = None,
+        max_size: int | None = None,
+        full_policy: FullPolicy | None = None,
     ) -> Msg:
-        """Publish with a reply inbox (in `reply_header`, or as the reply subject) and
-        await the reply; raises TimeoutError."""
+        """Publish with a reply inbox and await the reply; raises TimeoutError.
+
+        With `reply_header`, the message goes to JetStream (PubAck awaited, full
+        mailbox handled as `publish` does) and the inbox travels in that header;
+        otherwise it is a core NATS request with the inbox as reply subject. One
+        deadline covers both the PubAck and the reply.
+        """
         token, fut = self._new_token()
         inbox = f"{self._inbox}.{token}"
         try:
@@ -396,10 +396,43 @@ class Mesh:
                 else:
                     hdrs = dict(headers or {})
                     hdrs[reply_header] = inbox
-                    await self.publish(subject, payload, headers=hdrs)
+                    await self._store(subject, payload, hdrs, max_size, full_policy)
                 return await fut
         finally:
             self._drop(token, fut)
+
+    async def _store(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        max_size: int | None,
+        full_policy: FullPolicy | None,
+        *,
+        ack_timeout: float | None = None,
+    ) -> Receipt:
+        """Publish and parse the PubAck, waiting `ack_timeout` for it (None: under the
+        caller's own deadline, with no timer here), retrying a full mailbox per policy."""
+        self.check_size(payload, headers, limit=max_size)
+        policy = full_policy or self.full_policy
+        started = time.monotonic()
+        retry = 0
+        while True:
+            ack = await self._send(subject, payload, headers)
+            try:
+                if ack_timeout is not None:
+                    return await self._receipt(subject, ack, ack_timeout)
+                return self._parse_puback(subject, await ack)
+            except MailboxFull as exc:
+                waited = time.monotonic() - started
+                if waited >= policy.wait:
+                    exc.waited = waited
+                    raise
+                retry += 1
+                await asyncio.sleep(min(policy.backoff.delay(retry), policy.wait - waited))
+            finally:
+                if not ack.done():
+                    ack.cancel()
 
     async def flush(self, timeout: float = 5.0) -> None:
         await self.nc.flush(max(1, round(timeout)))
@@ -612,6 +645,7 @@ class ActorRef(Generic[A]):
                 headers=hdrs,
                 timeout=timeout,
                 reply_header=Hdr.REPLY_TO,
+                max_size=self._limit,
             )
         except TimeoutError:
             raise AskTimeout(self.actor_type, self.key, timeout) from None
