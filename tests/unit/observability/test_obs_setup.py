@@ -39,7 +39,7 @@ async def test_metrics_port_zero_serves_and_reports_the_bound_port(
     port = setup.metrics_port
     assert port is not None and port > 0
     # Heartbeats carry the port actually bound.
-    assert worker.config.metrics_port == port
+    assert worker.metrics_port == port
     assert worker.heartbeat().metrics_port == port
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:

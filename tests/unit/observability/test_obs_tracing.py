@@ -319,3 +319,50 @@ def test_service_name_precedence(
         assert provider.resource.attributes["service.name"] == name
     finally:
         provider.shutdown()
+
+
+def test_unsampled_traces_propagate_without_spans() -> None:
+    """Under head sampling, unsampled messages cost no span but keep the trace id."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = OtelTracer(provider)
+    sent: dict[str, str] = {}
+    with tracer.producer(destination=MAILBOX, headers=sent, operation="tell"):
+        pass
+    version, trace_id, span_id, flags = sent["traceparent"].split("-")
+    assert (version, flags) == ("00", "00")
+    assert int(trace_id, 16) and int(span_id, 16)
+    # The worker continues the unsampled trace: its own sends carry the same trace id.
+    child: dict[str, str] = {}
+    with tracer.consumer(
+        destination=MAILBOX,
+        headers=sent,
+        actor_type="counter",
+        message_type="Inc",
+        key="k",
+        deliveries=1,
+    ), tracer.producer(destination=MAILBOX, headers=child, operation="ask"):
+        pass
+    assert child["traceparent"].split("-")[1] == trace_id
+    assert child["traceparent"].split("-")[2] != span_id
+    assert child["traceparent"].endswith("-00")
+    assert exporter.get_finished_spans() == ()
+    # A sampled parent is still traced in full.
+    sampled = {"traceparent": f"00-{trace_id}-{span_id}-01"}
+    with tracer.consumer(
+        destination=MAILBOX,
+        headers=sampled,
+        actor_type="counter",
+        message_type="Inc",
+        key="k",
+        deliveries=1,
+    ):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.attributes is not None and span.attributes["actormesh.key"] == "k"

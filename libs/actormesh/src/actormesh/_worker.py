@@ -94,6 +94,8 @@ class Worker:
         self.restarts = 0
         self.hb_seq = 0
         self.loop_lag = 0.0
+        #: The port serving /metrics and /healthz, for heartbeats (set once bound).
+        self.metrics_port = self.config.metrics_port or 0
         #: Hooks for observability: called as hook(worker, event, fields).
         self.observers: list[Any] = []
 
@@ -341,47 +343,45 @@ class Worker:
                 await self._reply_error(reply_to, bad, status="400")
             await self._dead_letter(msg, code=bad.code, type_="BadMessage", message=bad.message)
             return
+        tracer = self.mesh.tracer
+        scope = (
+            _NO_SPAN
+            if tracer is None
+            else tracer.consumer(
+                destination=msg.subject,
+                headers=headers,
+                actor_type=self.actor_type,
+                message_type=type(obj).__name__,
+                key=key,
+                deliveries=_deliveries(msg),
+            )
+        )
         self.in_flight += 1
         started = time.perf_counter()
         ctx: Context | None = None
-        try:
-            instance = self._instances.get(key)
-            if instance is None:
-                instance = await self._new_instance(key)
-            if handler.wants_context or reply_to:
-                ctx = self._context(key, msg, headers, reply_to)
-            tracer = self.mesh.tracer
-            if tracer is None:
+        # Failure handling and replies run inside the span: they belong to the trace,
+        # and their log lines carry its ids.
+        with scope as span:
+            try:
+                instance = self._instances.get(key)
+                if instance is None:
+                    instance = await self._new_instance(key)
+                if handler.wants_context or reply_to:
+                    ctx = self._context(key, msg, headers, reply_to)
                 result = await self._call(handler, instance, obj, ctx)
-            else:
-                with tracer.consumer(
-                    destination=msg.subject,
-                    headers=headers,
-                    actor_type=self.actor_type,
-                    message_type=type(obj).__name__,
-                    key=key,
-                    deliveries=_deliveries(msg),
-                ) as span:
-                    try:
-                        result = await self._call(handler, instance, obj, ctx)
-                        if reply_to and ctx is not None and not ctx.replied:
-                            await self._reply_value(reply_to, result)
-                            ctx.replied = True
-                    except Exception as exc:
-                        span.error(exc)
-                        raise
-        except asyncio.CancelledError:
+            except asyncio.CancelledError:
+                self.in_flight -= 1
+                raise
+            except Exception as exc:
+                span.error(exc)
+                self.in_flight -= 1
+                self.failed += 1
+                self._observe("failed", msg, obj, time.perf_counter() - started)
+                await self._on_failure(key, msg, exc, reply_to)
+                return
             self.in_flight -= 1
-            raise
-        except Exception as exc:
-            self.in_flight -= 1
-            self.failed += 1
-            self._observe("failed", msg, obj, time.perf_counter() - started)
-            await self._on_failure(key, msg, exc, reply_to)
-            return
-        self.in_flight -= 1
-        if reply_to and ctx is not None and not ctx.replied:
-            await self._reply_value(reply_to, result)
+            if reply_to and ctx is not None and not ctx.replied:
+                await self._reply_value(reply_to, result)
         await self._ack(msg)
         self.handled += 1
         self._observe("handled", msg, obj, time.perf_counter() - started)
@@ -518,17 +518,7 @@ class Worker:
                 reply_to, ActorMeshError(f"the handler's reply cannot be encoded: {exc}")
             )
             return
-        headers: dict[str, str] | None = None
-        tracer = self.mesh.tracer
-        try:
-            if tracer is None:
-                await self.mesh.nc.publish(reply_to, data)
-            else:
-                headers = {}
-                with tracer.producer(destination=reply_to, headers=headers, operation="reply"):
-                    await self.mesh.nc.publish(reply_to, data, headers=headers)
-        except Exception as exc:
-            log.warning("reply to %s not sent: %r", reply_to, exc)
+        await self._send_reply(reply_to, data, None, None)
 
     async def _reply_error(self, reply_to: str, exc: Exception, *, status: str = "500") -> None:
         if isinstance(exc, ActorMeshError):
@@ -538,12 +528,27 @@ class Worker:
         body = ErrorReply(
             code=code, type=type(exc).__name__, message=str(exc)[:4000], retryable=retryable
         )
+        await self._send_reply(reply_to, _encoder.encode(body), {Hdr.STATUS: status}, exc)
+
+    async def _send_reply(
+        self,
+        reply_to: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        error: Exception | None,
+    ) -> None:
+        tracer = self.mesh.tracer
         try:
-            await self.mesh.nc.publish(
-                reply_to, _encoder.encode(body), headers={Hdr.STATUS: status}
-            )
-        except Exception as log_exc:
-            log.warning("error reply to %s not sent: %r", reply_to, log_exc)
+            if tracer is None:
+                await self.mesh.nc.publish(reply_to, data, headers=headers)
+                return
+            headers = headers or {}
+            with tracer.producer(destination=reply_to, headers=headers, operation="reply") as span:
+                if error is not None:
+                    span.error(error)
+                await self.mesh.nc.publish(reply_to, data, headers=headers)
+        except Exception as exc:
+            log.warning("reply to %s not sent: %r", reply_to, exc)
 
     async def _dead_letter(
         self, msg: Msg, *, code: str, type_: str, message: str, deliveries: int | None = None
@@ -634,7 +639,7 @@ class Worker:
             loop_lag=self.loop_lag,
             concurrency=self.config.concurrency,
             supervisor_child=self.config.supervisor_child,
-            metrics_port=self.config.metrics_port or 0,
+            metrics_port=self.metrics_port,
             sent_at=time.time(),
         )
 
@@ -771,6 +776,22 @@ class Worker:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))
+
+
+class _NoSpan:
+    """The span scope when tracing is off: a shared object that does nothing."""
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def error(self, exc: BaseException) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
 
 
 async def _invoke(handler: Any, instance: Actor, obj: Any, ctx: Context | None) -> Any:

@@ -15,8 +15,6 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from .._errors import ConfigError
 from ._config import MetricsConfig, TracingConfig
 
@@ -160,9 +158,8 @@ async def instrument_worker(
     except BaseException:
         await setup.close()
         raise
-    # Heartbeats carry config.metrics_port: with port 0 the supervisor and the
-    # dashboard need the one actually bound.
-    worker.config = msgspec.structs.replace(worker.config, metrics_port=http.port)
+    # With port 0, heartbeats must carry the port actually bound.
+    worker.metrics_port = http.port
     log.info("metrics on %s/metrics, health on %s/healthz", http.url, http.url)
     return setup
 

@@ -9,6 +9,7 @@ and asks continue the trace across processes.
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Mapping
 from contextvars import Token
@@ -29,7 +30,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.sdk.version import __version__ as _sdk_version
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .._errors import ActorMeshError
@@ -110,6 +111,54 @@ class _Scope:
             self._span.end()
 
 
+class _Unsampled:
+    """The scope of a message whose trace is not sampled: no span, only the context
+    (so the handler's own sends continue the trace, unsampled)."""
+
+    __slots__ = ("_ctx", "_token")
+
+    def __init__(self, ctx: otel_context.Context | None) -> None:
+        self._ctx = ctx
+        self._token: Token[otel_context.Context] | None = None
+
+    def error(self, exc: BaseException) -> None:
+        pass
+
+    def __enter__(self) -> _Unsampled:
+        if self._ctx is not None:
+            self._token = otel_context.attach(self._ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
+
+
+_NOT_SAMPLED = _Unsampled(None)
+
+
+def _inject_unsampled(headers: dict[str, str], parent: SpanContext) -> None:
+    """W3C trace context for a child of an unsampled span, without the SDK's cost."""
+    headers[Hdr.TRACEPARENT] = f"00-{parent.trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"
+    if parent.trace_state:
+        headers[Hdr.TRACESTATE] = parent.trace_state.to_header()
+
+
+def _unsampled_parent(traceparent: str) -> SpanContext | None:
+    """The span context of a well-formed, unsampled `traceparent`; else None."""
+    # version-traceid(32)-spanid(16)-flags(2): sampled is bit 0 of the flags.
+    if len(traceparent) != 55 or traceparent[2] != "-" or int(traceparent[53:], 16) & 1:
+        return None
+    try:
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(0))
+
+
 def _mark_failed(span: Span, exc: BaseException) -> None:
     if not span.is_recording():
         return
@@ -154,36 +203,50 @@ class OtelTracer:
                 self._names.clear()
         return known[0], known[1], key
 
-    def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> _Scope:
+    def producer(
+        self, *, destination: str, headers: dict[str, str], operation: str
+    ) -> _Scope | _Unsampled:
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and not current.trace_flags.sampled:
+            # Inside an unsampled trace (the usual case under head sampling): its
+            # children are not sampled either, so skip the SDK and only propagate.
+            _inject_unsampled(headers, current)
+            return _NOT_SAMPLED
+        mailbox = self._mailbox(destination)
+        if mailbox is not None:
+            name = f"{operation} {mailbox[0]}"
+        elif operation == "reply":
+            # Reply inboxes are per-asker and short-lived: not a span name.
+            name = operation
+        else:
+            name = f"{operation} {destination}"
+        span = self._tracer.start_span(
+            name, kind=SpanKind.PRODUCER, record_exception=False, set_status_on_exception=False
+        )
+        if not span.is_recording():
+            ctx = span.get_span_context()
+            if ctx.is_valid:  # an SDK decision not to sample; no-op providers give none
+                _inject_unsampled(headers, ctx)
+            span.end()
+            return _NOT_SAMPLED
+        # Attributes only for spans that are kept: building them is most of the cost.
         attrs: dict[str, Any] = {
             SYSTEM: "nats",
             DESTINATION: destination,
             OPERATION_TYPE: SEND,
             OPERATION_NAME: operation,
         }
-        mailbox = self._mailbox(destination)
         if mailbox is not None:
             template, actor_type, key = mailbox
-            name = f"{operation} {template}"
             attrs[DESTINATION_TEMPLATE] = template
             attrs[ACTOR_TYPE] = actor_type
             attrs[KEY] = key
         elif operation == "reply":
-            # Reply inboxes are per-asker and short-lived: not a span name.
-            name = operation
             attrs[DESTINATION_TEMPORARY] = True
-        else:
-            name = f"{operation} {destination}"
         msg_id = headers.get(Hdr.MSG_ID)
         if msg_id:
             attrs[MESSAGE_ID] = msg_id
-        span = self._tracer.start_span(
-            name,
-            kind=SpanKind.PRODUCER,
-            attributes=attrs,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        span.set_attributes(attrs)
         self._propagator.inject(headers, context=trace.set_span_in_context(span))
         return _Scope(span, None)
 
@@ -196,32 +259,39 @@ class OtelTracer:
         message_type: str,
         key: str,
         deliveries: int,
-    ) -> _Scope:
+    ) -> _Scope | _Unsampled:
+        traceparent = headers.get(Hdr.TRACEPARENT)
+        if traceparent is not None:
+            unsampled = _unsampled_parent(traceparent)
+            if unsampled is not None:
+                parent_span = trace.NonRecordingSpan(unsampled)
+                return _Unsampled(trace.set_span_in_context(parent_span))
         parent = self._propagator.extract(headers)
         mailbox = self._mailbox(destination)
         template = mailbox[0] if mailbox is not None else destination
-        attrs: dict[str, Any] = {
-            SYSTEM: "nats",
-            DESTINATION: destination,
-            DESTINATION_TEMPLATE: template,
-            OPERATION_TYPE: PROCESS,
-            OPERATION_NAME: PROCESS,
-            ACTOR_TYPE: actor_type,
-            KEY: key,
-            MESSAGE_TYPE: message_type,
-            DELIVERY_COUNT: deliveries,
-        }
-        msg_id = headers.get(Hdr.MSG_ID)
-        if msg_id:
-            attrs[MESSAGE_ID] = msg_id
         span = self._tracer.start_span(
             f"{PROCESS} {template}",
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes=attrs,
             record_exception=False,
             set_status_on_exception=False,
         )
+        if span.is_recording():
+            attrs: dict[str, Any] = {
+                SYSTEM: "nats",
+                DESTINATION: destination,
+                DESTINATION_TEMPLATE: template,
+                OPERATION_TYPE: PROCESS,
+                OPERATION_NAME: PROCESS,
+                ACTOR_TYPE: actor_type,
+                KEY: key,
+                MESSAGE_TYPE: message_type,
+                DELIVERY_COUNT: deliveries,
+            }
+            msg_id = headers.get(Hdr.MSG_ID)
+            if msg_id:
+                attrs[MESSAGE_ID] = msg_id
+            span.set_attributes(attrs)
         return _Scope(span, trace.set_span_in_context(span, parent))
 
 
