@@ -339,14 +339,17 @@ def test_unsampled_traces_propagate_without_spans() -> None:
     assert int(trace_id, 16) and int(span_id, 16)
     # The worker continues the unsampled trace: its own sends carry the same trace id.
     child: dict[str, str] = {}
-    with tracer.consumer(
-        destination=MAILBOX,
-        headers=sent,
-        actor_type="counter",
-        message_type="Inc",
-        key="k",
-        deliveries=1,
-    ), tracer.producer(destination=MAILBOX, headers=child, operation="ask"):
+    with (
+        tracer.consumer(
+            destination=MAILBOX,
+            headers=sent,
+            actor_type="counter",
+            message_type="Inc",
+            key="k",
+            deliveries=1,
+        ),
+        tracer.producer(destination=MAILBOX, headers=child, operation="ask"),
+    ):
         pass
     assert child["traceparent"].split("-")[1] == trace_id
     assert child["traceparent"].split("-")[2] != span_id
