@@ -565,32 +565,46 @@ async def _map(
 ) -> AsyncIterator[_Env]:
     try:
         async for value, acks in up:
-            if guard is None:
-                try:
-                    out = (await fn(value)) if is_async else fn(value)
-                except BaseException as exc:
-                    # The item is ours until yielded: nak it whether we failed or were cancelled.
-                    if acks:
-                        await _settle(acks, False, stats)
-                    if not isinstance(exc, Exception):
-                        raise
-                    stats.errors += 1
-                    raise StageFailed(stats.name, exc) from exc
-            else:
-                try:
-                    out = await guard.call(value)
-                except BaseException:
-                    if acks:
-                        await _settle(acks, False, stats)
-                    raise
-                if out is _SKIP:
-                    if acks:
-                        await _settle(acks, False, stats)
-                    continue
+            out = await _apply(fn, is_async, guard, value, acks, stats)
+            if out is _SKIP:
+                continue
             stats.processed += 1
             yield (out, acks)
     finally:
         await up.aclose()  # type: ignore[attr-defined]
+
+
+async def _apply(
+    fn: Callable[[Any], Any],
+    is_async: bool,
+    guard: _Guard | None,
+    value: Any,
+    acks: Any,
+    stats: _Stats,
+) -> Any:
+    """`fn(value)` for a map or filter stage; `_SKIP` when the error strategy drops it.
+
+    The item is ours until yielded: it is nak'ed whether we failed or were cancelled.
+    """
+    if guard is None:
+        try:
+            return (await fn(value)) if is_async else fn(value)
+        except BaseException as exc:
+            if acks:
+                await _settle(acks, False, stats)
+            if not isinstance(exc, Exception):
+                raise
+            stats.errors += 1
+            raise StageFailed(stats.name, exc) from exc
+    try:
+        out = await guard.call(value)
+    except BaseException:
+        if acks:
+            await _settle(acks, False, stats)
+        raise
+    if out is _SKIP and acks:
+        await _settle(acks, False, stats)
+    return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -618,27 +632,9 @@ async def _filter(
     try:
         async for env in up:
             value, acks = env
-            if guard is None:
-                try:
-                    keep = (await fn(value)) if is_async else fn(value)
-                except BaseException as exc:
-                    if acks:
-                        await _settle(acks, False, stats)
-                    if not isinstance(exc, Exception):
-                        raise
-                    stats.errors += 1
-                    raise StageFailed(stats.name, exc) from exc
-            else:
-                try:
-                    keep = await guard.call(value)
-                except BaseException:
-                    if acks:
-                        await _settle(acks, False, stats)
-                    raise
-                if keep is _SKIP:
-                    if acks:
-                        await _settle(acks, False, stats)
-                    continue
+            keep = await _apply(fn, is_async, guard, value, acks, stats)
+            if keep is _SKIP:
+                continue
             stats.processed += 1
             if keep:
                 yield env
