@@ -394,7 +394,8 @@ class Mesh:
                 if reply_header is None:
                     await self.nc.publish(subject, payload, reply=inbox, headers=headers)
                 else:
-                    hdrs = dict(headers or {})
+                    # The caller's dict: ours to extend (ActorRef builds a fresh one).
+                    hdrs = headers if headers is not None else {}
                     hdrs[reply_header] = inbox
                     await self._store(subject, payload, hdrs, max_size, full_policy)
                 return await fut
@@ -462,8 +463,12 @@ class ActorRef(Generic[A]):
     def _encode(self, msg: Message | bytes) -> bytes:
         return msg if isinstance(msg, bytes) else _encoder.encode(msg)
 
-    def _headers(self, msg_id: str | None, extra: dict[str, str] | None) -> dict[str, str]:
-        headers = {Hdr.MSG_ID: msg_id or self.mesh.new_msg_id()}
+    def _headers(
+        self, msg_id: str | None, extra: dict[str, str] | None, *, dedupe: bool = True
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if msg_id or dedupe:
+            headers[Hdr.MSG_ID] = msg_id or self.mesh.new_msg_id()
         if self.mesh.name:
             headers[Hdr.SENDER] = self.mesh.name
         if extra:
@@ -623,7 +628,9 @@ class ActorRef(Generic[A]):
             target: Any = handler.reply_type if handler is not None else Any
         else:
             target = reply_type if reply_type is not None else Any
-        hdrs = self._headers(msg_id, headers)
+        # An ask attempt is never resent under its id (a retry is a new message), so
+        # it carries a Nats-Msg-Id only when the caller chose one.
+        hdrs = self._headers(msg_id, headers, dedupe=False)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
         tracer = self.mesh.tracer
         if tracer is None:
