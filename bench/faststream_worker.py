@@ -27,26 +27,13 @@ from faststream import FastStream
 from faststream.nats import JStream, NatsBroker, PullSub
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType
 
+from bench._worker_args import worker_parser
+
 ASK_PREFIX = b"P"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench.faststream_worker")
-    p.add_argument("--url", required=True)
-    p.add_argument("--stream", required=True)
-    p.add_argument("--subject", required=True)
-    p.add_argument("--durable", default="fs")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--step", type=int, default=1000)
-    p.add_argument("--progress", default="bench.progress")
-    p.add_argument("--max-msgs", type=int, default=1_000_000)
-    p.add_argument("--max-bytes", type=int, default=1024 * 1024 * 1024)
-    p.add_argument("--max-msg-size", type=int, default=1024 * 1024)
-    p.add_argument("--duplicate-window", type=float, default=120.0)
-    p.add_argument("--ack-wait", type=float, default=30.0)
-    p.add_argument("--max-deliver", type=int, default=5)
-    p.add_argument("--max-ack-pending", type=int, default=1000)
-    return p
+    return worker_parser("bench.faststream_worker", durable="fs")
 
 
 def build(args: argparse.Namespace) -> FastStream:
