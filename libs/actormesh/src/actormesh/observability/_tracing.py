@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sys
+import weakref
 from collections.abc import Mapping
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -111,6 +113,30 @@ class _Scope:
             self._span.end()
 
 
+class _PresetTraceIds(RandomIdGenerator):
+    """Random ids, except that the next trace id can be chosen beforehand.
+
+    Lets the tracer make the ratio sampler's decision itself (it depends on the
+    trace id alone) and call the SDK only for roots that will be sampled, handing
+    it the very id it decided on.
+    """
+
+    def __init__(self) -> None:
+        self.next_trace_id = 0
+
+    def generate_trace_id(self) -> int:
+        preset, self.next_trace_id = self.next_trace_id, 0
+        return preset or super().generate_trace_id()
+
+
+#: Providers built by `build_tracer_provider` with a ratio sampler at the root:
+#: provider -> (the sampler's bound on the trace id's low 64 bits, the id generator).
+_ROOT_RATIO: weakref.WeakKeyDictionary[TracerProvider, tuple[int, _PresetTraceIds]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOW_64 = (1 << 64) - 1
+
+
 class _Unsampled:
     """The scope of a message whose trace is not sampled: no span, only the context
     (so the handler's own sends continue the trace, unsampled)."""
@@ -177,7 +203,7 @@ class OtelTracer:
     defaults to W3C Trace Context, the format DESIGN.md puts on the wire.
     """
 
-    __slots__ = ("_names", "_propagator", "_tracer")
+    __slots__ = ("_names", "_propagator", "_root", "_tracer")
 
     def __init__(
         self,
@@ -187,6 +213,8 @@ class OtelTracer:
     ) -> None:
         self._tracer = trace.get_tracer(SCOPE, VERSION, tracer_provider=tracer_provider)
         self._propagator = propagator or TraceContextTextMapPropagator()
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._root = _ROOT_RATIO.get(provider) if isinstance(provider, TracerProvider) else None
         # Per mailbox base subject: (template, actor type); saves re-splitting hot subjects.
         self._names: dict[str, tuple[str, str]] = {}
 
@@ -212,6 +240,17 @@ class OtelTracer:
             # children are not sampled either, so skip the SDK and only propagate.
             _inject_unsampled(headers, current)
             return _NOT_SAMPLED
+        if not current.is_valid and self._root is not None:
+            # A root under a ratio sampler: decide as it would (low 64 bits of the
+            # trace id below its bound), and skip the SDK when the answer is no.
+            bound, ids = self._root
+            trace_id = random.getrandbits(128) or 1
+            if trace_id & _LOW_64 >= bound:
+                headers[Hdr.TRACEPARENT] = (
+                    f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"
+                )
+                return _NOT_SAMPLED
+            ids.next_trace_id = trace_id
         mailbox = self._mailbox(destination)
         if mailbox is not None:
             name = f"{operation} {mailbox[0]}"
@@ -354,7 +393,11 @@ def build_tracer_provider(
         attributes["service.name"] = service_name or "actormesh"
     if instance_id and "service.instance.id" not in attributes:
         attributes["service.instance.id"] = instance_id
-    provider = TracerProvider(sampler=_sampler(config), resource=Resource(attributes))
+    sampler = _sampler(config)
+    ids = _PresetTraceIds()
+    provider = TracerProvider(sampler=sampler, resource=Resource(attributes), id_generator=ids)
+    if config.sampler in ("traceidratio", "parentbased_traceidratio"):
+        _ROOT_RATIO[provider] = (TraceIdRatioBased.get_bound_for_rate(config.sampler_arg), ids)
     for exporter in exporters if exporters is not None else _exporters(config):
         provider.add_span_processor(
             BatchSpanProcessor(
