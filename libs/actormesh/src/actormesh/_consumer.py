@@ -60,6 +60,7 @@ class PullConsumer:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._paused = False
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -116,7 +117,10 @@ class PullConsumer:
                 desc = headers.get("Description", "")
                 log.info("pull ended by server: 409 %s", desc)
                 if "Deleted" in desc and self._on_stall is not None:
-                    asyncio.get_running_loop().create_task(self._on_stall())
+                    # Held here: the loop keeps only a weak reference to its tasks.
+                    task = asyncio.get_running_loop().create_task(self._on_stall())
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
             self._wake.set()
             return
         if self.requested > 0:

@@ -96,7 +96,8 @@ class Worker:
         self.loop_lag = 0.0
         #: The port serving /metrics and /healthz, for heartbeats (set once bound).
         self.metrics_port = self.config.metrics_port or 0
-        #: Hooks for observability: called as hook(worker, event, fields).
+        #: Observability hooks, called as hook(worker, outcome, msg, obj, seconds) with
+        #: outcome handled, failed, dead_lettered, expired, bad_message or restarted.
         self.observers: list[Any] = []
 
     # -- lifecycle ------------------------------------------------------------------
