@@ -121,9 +121,13 @@ def test_worker_argv_for_actor_and_command_children(tmp_path: Path) -> None:
     argv = backend.argv(Slot(worker_id="c-1", group="g", child="c", index=1), sup.children["c"][1])
     assert argv[:3] == [sys.executable, "-m", "actormesh"]
     for flag, value in [("--worker-id", "c-1"), ("--supervisor-child", "c"),
-                        ("--heartbeat-interval", "0.5"), ("--drain-grace", "8")]:  # fmt: skip
+                        ("--heartbeat-interval", "0.5"), ("--drain-grace", "8"),
+                        ("--partition", "0")]:  # fmt: skip
         assert argv[argv.index(flag) + 1] == value
     assert argv[-2:] == ["--concurrency", "2"]
+    # Replica n serves partition n-1 (of a partitioned mailbox; ignored otherwise).
+    argv3 = backend.argv(Slot(worker_id="c-3", group="g", child="c", index=3), sup.children["c"][1])
+    assert argv3[argv3.index("--partition") + 1] == "2"
     cmd = backend.argv(Slot(worker_id="x-1", group="g", child="x", index=1), sup.children["x"][1])
     assert cmd == [sys.executable, "run.py", "--id=x-1", "nats://127.0.0.1:1"]
     env = backend.env(Slot(worker_id="x-1", group="g", child="x", index=1), sup.children["x"][1])

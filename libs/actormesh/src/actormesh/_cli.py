@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--supervisor-child", default="")
     w.add_argument("--metrics-port", type=int, default=None)
+    w.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        help="partition to serve, for an actor whose mailbox has partitions > 1",
+    )
 
     for name, helptext in (("tell", "send a message"), ("ask", "send and print the reply")):
         c = sub.add_parser(name, help=f"{helptext}: actormesh {name} TYPE KEY JSON")
@@ -129,6 +135,7 @@ async def _worker(args: argparse.Namespace, url: str, prefix: str, settings: Set
         update_mailbox=args.update_mailbox,
         supervisor_child=args.supervisor_child,
         metrics_port=args.metrics_port,
+        partition=args.partition,
     )
     from ._mesh import Mesh
 

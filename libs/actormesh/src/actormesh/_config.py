@@ -37,8 +37,14 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: then replaces ack_wait with backoff[0], which would redeliver long handlers early.
     backoff: tuple[float, ...] = (1.0, 5.0, 15.0)
     max_ack_pending: int = 1000
+    #: Split the mailbox by key into this many partitions, each served by one worker
+    #: (`--partition i`): a key always lands in the same partition, so keyed state
+    #: stays in one process and per-key order holds with several replicas.
+    partitions: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 1024:
+            raise ConfigError("partitions must be between 1 and 1024")
         if self.max_msgs < 1 or self.max_bytes < 1 or self.max_msg_size < 1:
             raise ConfigError("mailbox bounds must be positive: a mailbox is always bounded")
         if self.max_deliver < 1:
@@ -120,6 +126,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: Name of the supervisor child this worker runs as (set by the supervisor).
     supervisor_child: str = ""
     metrics_port: int | None = None
+    #: Which partition of a partitioned mailbox this worker serves (0-based); ignored
+    #: when the mailbox has one partition (the supervisor passes its replica index).
+    partition: int | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.prefetch < 1:

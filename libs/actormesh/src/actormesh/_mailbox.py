@@ -14,6 +14,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    SubjectTransform,
 )
 
 from ._config import MailboxConfig
@@ -39,12 +40,27 @@ def mailbox_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfi
         storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
         num_replicas=cfg.replicas,
         duplicate_window=cfg.duplicate_window,
+        # Senders keep publishing to <prefix>.mbox.<type>.<key>; the stream stores a
+        # partitioned mailbox's messages as <prefix>.mbox.<type>.<partition>.<key>,
+        # the partition a hash of the key (the server's deterministic partition()).
+        subject_transform=SubjectTransform(
+            src=subjects.mailbox(actor_type, "*"),
+            dest=f"{subjects.prefix}.mbox.{actor_type}."
+            f"{{{{partition({cfg.partitions},1)}}}}.{{{{wildcard(1)}}}}",
+        )
+        if cfg.partitions > 1
+        else None,
     )
 
 
-def consumer_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> ConsumerConfig:
+def consumer_config(
+    subjects: Subjects, actor_type: str, cfg: MailboxConfig, partition: int | None = None
+) -> ConsumerConfig:
     return ConsumerConfig(
-        durable_name=subjects.consumer(actor_type),
+        durable_name=subjects.consumer(actor_type, partition),
+        filter_subject=subjects.partition_base(actor_type, partition) + "*"
+        if partition is not None
+        else None,
         description=f"actormesh workers of {actor_type}",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
@@ -57,6 +73,7 @@ def consumer_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> 
 
 _STREAM_FIELDS = (
     "subjects",
+    "subject_transform",
     "retention",
     "discard",
     "max_msgs",
@@ -66,7 +83,14 @@ _STREAM_FIELDS = (
     "num_replicas",
     "duplicate_window",
 )
-_CONSUMER_FIELDS = ("ack_policy", "ack_wait", "max_deliver", "max_ack_pending", "deliver_policy")
+_CONSUMER_FIELDS = (
+    "filter_subject",
+    "ack_policy",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+    "deliver_policy",
+)
 
 
 def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
@@ -117,15 +141,29 @@ async def ensure_mailbox(
     cfg: MailboxConfig,
     *,
     update: bool = False,
+    partition: int | None = None,
 ) -> None:
     """Make the actor type's stream and durable consumer exist with `cfg`'s settings.
 
-    An existing stream or consumer with other settings raises `MailboxConflict`
-    unless `update` is set.
+    A partitioned mailbox has a consumer per partition: `partition` names the one
+    to ensure (a worker's), None ensures them all. An existing stream or consumer
+    with other settings raises `MailboxConflict` unless `update` is set.
     """
     await _ensure_stream(js, mailbox_stream_config(subjects, actor_type, cfg), update=update)
     stream = subjects.mailbox_stream(actor_type)
-    want = consumer_config(subjects, actor_type, cfg)
+    if cfg.partitions == 1:
+        wanted = [consumer_config(subjects, actor_type, cfg)]
+    elif partition is None:
+        wanted = [consumer_config(subjects, actor_type, cfg, p) for p in range(cfg.partitions)]
+    else:
+        wanted = [consumer_config(subjects, actor_type, cfg, partition)]
+    for want in wanted:
+        await _ensure_consumer(js, stream, want, update=update)
+
+
+async def _ensure_consumer(
+    js: JetStreamContext, stream: str, want: ConsumerConfig, *, update: bool
+) -> None:
     assert want.durable_name is not None
     try:
         info = await js.consumer_info(stream, want.durable_name)

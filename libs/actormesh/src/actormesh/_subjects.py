@@ -55,8 +55,13 @@ class Subjects:
     def mailbox_stream(self, actor_type: str) -> str:
         return f"{self.prefix}_MBOX_{actor_type}".upper().replace("-", "_")
 
-    def consumer(self, actor_type: str) -> str:
-        return actor_type.replace("-", "_")
+    def consumer(self, actor_type: str, partition: int | None = None) -> str:
+        name = actor_type.replace("-", "_")
+        return name if partition is None else f"{name}_p{partition}"
+
+    def partition_base(self, actor_type: str, partition: int) -> str:
+        """Where a partitioned mailbox stores a partition's messages, up to the key."""
+        return f"{self.prefix}.mbox.{actor_type}.{partition}."
 
     def dlq(self, actor_type: str) -> str:
         return f"{self.prefix}.dlq.{actor_type}"

@@ -101,6 +101,8 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     supervisor_child: str = ""
     metrics_port: int = 0
     sent_at: float = 0.0
+    #: The mailbox partition served; -1 when the mailbox is not partitioned.
+    partition: int = -1
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from ._actor import Actor, ActorSpec, Context, spec_of
 from ._config import WorkerConfig
 from ._consumer import PullConsumer
-from ._errors import ActorMeshError, BadMessage
+from ._errors import ActorMeshError, BadMessage, ConfigError
 from ._mailbox import ensure_mailbox, ensure_system_streams
 from ._mesh import Mesh
 from ._subjects import KEYLESS
@@ -68,7 +68,22 @@ class Worker:
         self.exit_code = 0
         self.started_at = time.time()
         subjects = mesh.subjects
-        self._base = subjects.mailbox_base(self.actor_type)
+        partitions = self.spec.mailbox.partitions
+        #: The partition this worker serves, for a partitioned mailbox.
+        self.partition: int | None = None
+        if partitions > 1:
+            p = self.config.partition
+            if p is None or not 0 <= p < partitions:
+                raise ConfigError(
+                    f"the mailbox of {self.actor_type!r} has {partitions} partitions: run one "
+                    f"worker per partition with --partition 0..{partitions - 1} (the "
+                    "supervisor does this for a child's replicas)"
+                    + (f"; got {p}" if p is not None else "")
+                )
+            self.partition = p
+            self._base = subjects.partition_base(self.actor_type, p)
+        else:
+            self._base = subjects.mailbox_base(self.actor_type)
         self._stream = subjects.mailbox_stream(self.actor_type)
         self._sem = asyncio.Semaphore(self.config.concurrency)
         self._lanes: dict[str, deque[Msg]] = {}
@@ -107,12 +122,17 @@ class Worker:
         subjects = self.mesh.subjects
         await ensure_system_streams(js, subjects)
         await ensure_mailbox(
-            js, subjects, self.actor_type, self.spec.mailbox, update=self.config.update_mailbox
+            js,
+            subjects,
+            self.actor_type,
+            self.spec.mailbox,
+            update=self.config.update_mailbox,
+            partition=self.partition,
         )
         self._consumer = PullConsumer(
             self.mesh.nc,
             stream=self._stream,
-            durable=subjects.consumer(self.actor_type),
+            durable=subjects.consumer(self.actor_type, self.partition),
             on_msg=self._dispatch,
             capacity=self.config.prefetch,
             expires=self.config.pull_expires,
@@ -239,6 +259,7 @@ class Worker:
                 self.actor_type,
                 self.spec.mailbox,
                 update=self.config.update_mailbox,
+                partition=self.partition,
             )
         except Exception as exc:
             log.warning("could not re-check the mailbox yet: %r", exc)
@@ -258,8 +279,7 @@ class Worker:
             # Draining: this arrived on a pull asked for earlier; give it straight back.
             self._spawn(self._nak(msg, 0.0), "handback")
             return
-        subject = msg.subject
-        key = subject[len(self._base) :] if subject.startswith(self._base) else KEYLESS
+        key = self._key_of(msg)
         if self.spec.keyless:
             self._spawn(self._run_one(key, msg), "msg")
             return
@@ -269,6 +289,16 @@ class Worker:
             self._spawn(self._run_lane(key), "msg-lane")
         else:
             lane.append(msg)
+
+    def _key_of(self, msg: Msg) -> str:
+        subject = msg.subject
+        return subject[len(self._base) :] if subject.startswith(self._base) else KEYLESS
+
+    def _mailbox_subject(self, msg: Msg) -> str:
+        """The subject senders used (a partitioned mailbox stores another one)."""
+        if self.partition is None:
+            return msg.subject
+        return self.mesh.subjects.mailbox(self.actor_type, self._key_of(msg))
 
     async def _run_one(self, key: str, msg: Msg) -> None:
         async with self._sem:
@@ -349,7 +379,7 @@ class Worker:
             _NO_SPAN
             if tracer is None
             else tracer.consumer(
-                destination=msg.subject,
+                destination=self._mailbox_subject(msg),
                 headers=headers,
                 actor_type=self.actor_type,
                 message_type=type(obj).__name__,
@@ -411,7 +441,7 @@ class Worker:
             mesh=self.mesh,
             actor_type=self.actor_type,
             key=key,
-            subject=msg.subject,
+            subject=self._mailbox_subject(msg),
             headers=headers,
             deliveries=_deliveries(msg),
             reply=reply if reply_to else None,
@@ -569,7 +599,7 @@ class Worker:
                 Hdr.ERROR_MESSAGE: " ".join(message.split())[:1000],
                 Hdr.DELIVERIES: str(deliveries),
                 Hdr.WORKER: self.id,
-                Hdr.ORIGINAL_SUBJECT: msg.subject,
+                Hdr.ORIGINAL_SUBJECT: self._mailbox_subject(msg),
                 Hdr.ORIGINAL_SEQ: str(seq),
                 Hdr.DEAD_AT: f"{time.time():.3f}",
             }
@@ -595,7 +625,7 @@ class Worker:
         await self._event(
             "dead_lettered",
             reason=f"{type_}: {message}"[:500],
-            detail={"seq": str(seq), "subject": msg.subject, "code": code},
+            detail={"seq": str(seq), "subject": self._mailbox_subject(msg), "code": code},
         )
 
     async def _event(
@@ -641,6 +671,7 @@ class Worker:
             concurrency=self.config.concurrency,
             supervisor_child=self.config.supervisor_child,
             metrics_port=self.metrics_port,
+            partition=-1 if self.partition is None else self.partition,
             sent_at=time.time(),
         )
 

@@ -203,6 +203,8 @@ class ProcessBackend(Backend):
             "--supervisor-child", child.name,
             "--heartbeat-interval", f"{sup.heartbeat_interval:g}",
             "--drain-grace", f"{drain:g}",
+            # Replica n serves partition n-1 of a partitioned mailbox (ignored otherwise).
+            "--partition", str(slot.index - 1),
             *child.args,
         ]  # fmt: skip
 

@@ -91,24 +91,26 @@ class MailboxMonitor:
     async def _refresh(self, view: MailboxView) -> None:
         try:
             info = await self.js.stream_info(view.stream)
-            consumer = await self.js.consumer_info(
-                view.stream, self.subjects.consumer(view.actor_type)
-            )
+            # One consumer per type, or one per partition of a partitioned mailbox.
+            consumers = await self.js.consumers_info(view.stream)
         except nats.js.errors.NotFoundError:
-            view.exists = False
-            view.error = "no mailbox stream or consumer yet"
-            return
+            consumers = []
         except (nats.errors.Error, TimeoutError) as exc:
             view.error = f"broker: {exc!r}"
+            return
+        if not consumers:
+            view.exists = False
+            view.error = "no mailbox stream or consumer yet"
             return
         view.exists = True
         view.error = ""
         view.depth = info.state.messages
         view.consumers = info.state.consumer_count
-        view.pending = consumer.num_pending or 0
-        view.ack_pending = consumer.num_ack_pending or 0
-        view.redelivered = consumer.num_redelivered or 0
-        view.ack_floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+        view.pending = sum(c.num_pending or 0 for c in consumers)
+        view.ack_pending = sum(c.num_ack_pending or 0 for c in consumers)
+        view.redelivered = sum(c.num_redelivered or 0 for c in consumers)
+        # A progress signal for stall detection: it moves when any partition acks.
+        view.ack_floor = sum(c.ack_floor.stream_seq for c in consumers if c.ack_floor)
 
     def _track(self, view: MailboxView, progress: int, live: bool, now: float) -> None:
         key = (view.ack_floor, progress)
