@@ -644,8 +644,34 @@ async def _filter(
         await up.aclose()  # type: ignore[attr-defined]
 
 
-def _emit(values: list[Any], acks: list[Ackable]) -> _Env:
-    return (values, tuple(acks) if acks else None)
+class _Bucket:
+    """Items a batch or window stage has taken and not yet emitted, with their acks."""
+
+    __slots__ = ("acks", "values")
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.acks: list[Ackable] = []
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, value: Any, acks: tuple[Ackable, ...] | None) -> None:
+        self.values.append(value)
+        if acks:
+            self.acks.extend(acks)
+
+    def take(self, stats: _Stats) -> _Env:
+        """Everything taken so far, as one item downstream; the bucket starts over."""
+        out: _Env = (self.values, tuple(self.acks) if self.acks else None)
+        stats.processed += len(self.values)
+        self.values, self.acks = [], []
+        return out
+
+    async def nak(self, stats: _Stats) -> None:
+        """The stage ends with items never emitted: hand them back."""
+        if self.acks:
+            await _settle(self.acks, False, stats)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -664,26 +690,16 @@ class _Batch(_Spec):
 
 
 async def _batch_by_count(up: AsyncIterator[_Env], size: int, stats: _Stats) -> AsyncIterator[_Env]:
-    values: list[Any] = []
-    acks: list[Ackable] = []
+    bucket = _Bucket()
     try:
         async for value, item_acks in up:
-            values.append(value)
-            if item_acks:
-                acks.extend(item_acks)
-            if len(values) >= size:
-                out = _emit(values, acks)
-                values, acks = [], []
-                stats.processed += size
-                yield out
-        if values:
-            out = _emit(values, acks)
-            stats.processed += len(values)
-            values, acks = [], []
-            yield out
+            bucket.add(value, item_acks)
+            if len(bucket) >= size:
+                yield bucket.take(stats)
+        if bucket:
+            yield bucket.take(stats)
     finally:
-        if acks:
-            await _settle(acks, False, stats)
+        await bucket.nak(stats)
         await up.aclose()  # type: ignore[attr-defined]
 
 
@@ -693,8 +709,7 @@ async def _batch_by_time(
     loop = asyncio.get_running_loop()
     channel = _Channel(size, Backpressure.BLOCK, stats, 1)
     pump = asyncio.create_task(_pump(up, channel, stats))
-    values: list[Any] = []
-    acks: list[Ackable] = []
+    bucket = _Bucket()
     deadline: float | None = None
     try:
         while True:
@@ -705,27 +720,18 @@ async def _batch_by_time(
                 deadline = None
             else:
                 assert not isinstance(env, _Signal)
-                if not values:
+                if not bucket:
                     deadline = loop.time() + max_wait
-                values.append(env[0])
-                if env[1]:
-                    acks.extend(env[1])
-                if len(values) < size:
+                bucket.add(env[0], env[1])
+                if len(bucket) < size:
                     continue
                 deadline = None
-            if values:
-                out = _emit(values, acks)
-                stats.processed += len(values)
-                values, acks = [], []
-                yield out
-        if values:
-            out = _emit(values, acks)
-            stats.processed += len(values)
-            values, acks = [], []
-            yield out
+            if bucket:
+                yield bucket.take(stats)
+        if bucket:
+            yield bucket.take(stats)
     finally:
-        if acks:
-            await _settle(acks, False, stats)
+        await bucket.nak(stats)
         await _shut([pump], channel, stats)
 
 
@@ -755,8 +761,7 @@ async def _window_by_time(
     pump = asyncio.create_task(_pump(up, channel, stats))
     start = loop.time()
     boundary = start + duration
-    values: list[Any] = []
-    acks: list[Ackable] = []
+    bucket = _Bucket()
     try:
         while True:
             now = loop.time()
@@ -764,11 +769,8 @@ async def _window_by_time(
                 # Tumbling windows on a fixed grid from the stream's start;
                 # windows that saw no item are not emitted.
                 boundary = start + duration * (math.floor((now - start) / duration) + 1)
-                if values:
-                    out = _emit(values, acks)
-                    stats.processed += len(values)
-                    values, acks = [], []
-                    yield out
+                if bucket:
+                    yield bucket.take(stats)
                 continue
             env = await channel.get(boundary)
             if env is _Signal.END:
@@ -776,17 +778,11 @@ async def _window_by_time(
             if env is _Signal.TIMEOUT:
                 continue
             assert not isinstance(env, _Signal)
-            values.append(env[0])
-            if env[1]:
-                acks.extend(env[1])
-        if values:
-            out = _emit(values, acks)
-            stats.processed += len(values)
-            values, acks = [], []
-            yield out
+            bucket.add(env[0], env[1])
+        if bucket:
+            yield bucket.take(stats)
     finally:
-        if acks:
-            await _settle(acks, False, stats)
+        await bucket.nak(stats)
         await _shut([pump], channel, stats)
 
 
