@@ -4,6 +4,9 @@ the same stream and consumer settings the actormesh worker uses."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 
 
 def worker_parser(prog: str, *, durable: str) -> argparse.ArgumentParser:
@@ -23,3 +26,19 @@ def worker_parser(prog: str, *, durable: str) -> argparse.ArgumentParser:
     p.add_argument("--max-deliver", type=int, default=5)
     p.add_argument("--max-ack-pending", type=int, default=1000)
     return p
+
+
+def stream_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The mailbox stream's settings, identical for every contender."""
+    return {
+        "name": args.stream,
+        "subjects": [args.subject],
+        "retention": RetentionPolicy.WORK_QUEUE,
+        "discard": DiscardPolicy.NEW,
+        "storage": StorageType.FILE,
+        "max_msgs": args.max_msgs,
+        "max_bytes": args.max_bytes,
+        "max_msg_size": args.max_msg_size,
+        "duplicate_window": args.duplicate_window,
+        "num_replicas": 1,
+    }

@@ -25,9 +25,9 @@ import time
 
 from faststream import FastStream
 from faststream.nats import JStream, NatsBroker, PullSub
-from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig
 
-from bench._worker_args import worker_parser
+from bench._worker_args import stream_settings, worker_parser
 
 ASK_PREFIX = b"P"
 
@@ -38,18 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def build(args: argparse.Namespace) -> FastStream:
     broker = NatsBroker(args.url, logger=None)
-    stream = JStream(
-        name=args.stream,
-        subjects=[args.subject],
-        retention=RetentionPolicy.WORK_QUEUE,
-        discard=DiscardPolicy.NEW,
-        storage=StorageType.FILE,
-        max_msgs=args.max_msgs,
-        max_bytes=args.max_bytes,
-        max_msg_size=args.max_msg_size,
-        duplicate_window=args.duplicate_window,
-        num_replicas=1,
-    )
+    stream = JStream(**stream_settings(args))
     state = {"count": 0}
     step = args.step
 

@@ -25,13 +25,10 @@ import nats.js.errors
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
     StreamConfig,
 )
 
-from bench._worker_args import worker_parser
+from bench._worker_args import stream_settings, worker_parser
 
 REPLY_HEADER = "Reply-To"
 
@@ -43,18 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     nc = await nats.connect(args.url, name="bench-raw-worker")
     js = nc.jetstream()
-    stream = StreamConfig(
-        name=args.stream,
-        subjects=[args.subject],
-        retention=RetentionPolicy.WORK_QUEUE,
-        discard=DiscardPolicy.NEW,
-        storage=StorageType.FILE,
-        max_msgs=args.max_msgs,
-        max_bytes=args.max_bytes,
-        max_msg_size=args.max_msg_size,
-        duplicate_window=args.duplicate_window,
-        num_replicas=1,
-    )
+    stream = StreamConfig(**stream_settings(args))
     with contextlib.suppress(nats.js.errors.BadRequestError):
         await js.add_stream(stream)
     await js.add_consumer(
