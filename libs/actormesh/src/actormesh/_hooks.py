@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-__all__ = ["SpanHandle", "Tracer"]
+__all__ = ["NO_SPAN", "SpanHandle", "Tracer"]
 
 
 class SpanHandle(Protocol):
@@ -21,7 +21,9 @@ class Tracer(Protocol):
     def producer(
         self, *, destination: str, headers: dict[str, str], operation: str
     ) -> AbstractContextManager[SpanHandle]:
-        """A span around sending; injects the trace context into `headers`."""
+        """A span around sending; injects the trace context into `headers`.
+
+        Like `consumer`, it marks the span failed when an exception leaves it."""
 
     def consumer(
         self,
@@ -34,3 +36,19 @@ class Tracer(Protocol):
         deliveries: int,
     ) -> AbstractContextManager[SpanHandle]:
         """A span around handling; continues the trace in `headers`."""
+
+
+class _NoSpan:
+    """The span scope when tracing is off: a shared object that does nothing."""
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def error(self, exc: BaseException) -> None:
+        return None
+
+
+NO_SPAN = _NoSpan()

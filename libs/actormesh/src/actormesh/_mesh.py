@@ -33,7 +33,7 @@ from ._errors import (
     PayloadTooLarge,
     RemoteError,
 )
-from ._hooks import Tracer
+from ._hooks import NO_SPAN, Tracer
 from ._retry import RetryPolicy
 from ._retry import retry as _retry_loop
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
@@ -136,14 +136,6 @@ class Mesh:
         forever; the first connection is tried for `connect_wait` seconds."""
         mesh_ref: list[Mesh] = []
 
-        async def reconnected() -> None:
-            if mesh_ref:
-                await mesh_ref[0]._notify(mesh_ref[0]._reconnect_listeners)
-
-        async def disconnected() -> None:
-            if mesh_ref:
-                await mesh_ref[0]._notify(mesh_ref[0]._disconnect_listeners)
-
         async def error_cb(exc: Exception) -> None:
             log.warning("nats connection: %s", exc)
 
@@ -157,12 +149,14 @@ class Mesh:
         user_disconnected = options.pop("disconnected_cb", None)
 
         async def on_reconnected() -> None:
-            await reconnected()
+            if mesh_ref:
+                await mesh_ref[0]._notify(mesh_ref[0]._reconnect_listeners)
             if user_reconnected:
                 await user_reconnected()
 
         async def on_disconnected() -> None:
-            await disconnected()
+            if mesh_ref:
+                await mesh_ref[0]._notify(mesh_ref[0]._disconnect_listeners)
             if user_disconnected:
                 await user_disconnected()
 
@@ -491,7 +485,12 @@ class ActorRef(Generic[A]):
         """
         hdrs = self._headers(msg_id, headers)
         tracer = self.mesh.tracer
-        if tracer is None:
+        scope = (
+            NO_SPAN
+            if tracer is None
+            else tracer.producer(destination=self.subject, headers=hdrs, operation="tell")
+        )
+        with scope:
             return await self.mesh.publish(
                 self.subject,
                 self._encode(msg),
@@ -499,18 +498,6 @@ class ActorRef(Generic[A]):
                 max_size=self._limit,
                 full_policy=full_policy,
             )
-        with tracer.producer(destination=self.subject, headers=hdrs, operation="tell") as span:
-            try:
-                return await self.mesh.publish(
-                    self.subject,
-                    self._encode(msg),
-                    headers=hdrs,
-                    max_size=self._limit,
-                    full_policy=full_policy,
-                )
-            except Exception as exc:
-                span.error(exc)
-                raise
 
     async def tell_many(
         self,
@@ -633,14 +620,13 @@ class ActorRef(Generic[A]):
         hdrs = self._headers(msg_id, headers, dedupe=False)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
         tracer = self.mesh.tracer
-        if tracer is None:
+        scope = (
+            NO_SPAN
+            if tracer is None
+            else tracer.producer(destination=self.subject, headers=hdrs, operation="ask")
+        )
+        with scope:
             return await self._ask(msg, hdrs, timeout, target)
-        with tracer.producer(destination=self.subject, headers=hdrs, operation="ask") as span:
-            try:
-                return await self._ask(msg, hdrs, timeout, target)
-            except Exception as exc:
-                span.error(exc)
-                raise
 
     async def _ask(
         self, msg: Message | bytes, hdrs: dict[str, str], timeout: float, target: Any

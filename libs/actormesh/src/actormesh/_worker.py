@@ -24,6 +24,7 @@ from ._actor import Actor, ActorSpec, Context, spec_of
 from ._config import WorkerConfig
 from ._consumer import PullConsumer
 from ._errors import ActorMeshError, BadMessage, ConfigError
+from ._hooks import NO_SPAN
 from ._mailbox import ensure_mailbox, ensure_system_streams
 from ._mesh import Mesh
 from ._subjects import KEYLESS
@@ -376,7 +377,7 @@ class Worker:
             return
         tracer = self.mesh.tracer
         scope = (
-            _NO_SPAN
+            NO_SPAN
             if tracer is None
             else tracer.consumer(
                 destination=self._mailbox_subject(msg),
@@ -808,22 +809,6 @@ class Worker:
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))
-
-
-class _NoSpan:
-    """The span scope when tracing is off: a shared object that does nothing."""
-
-    def __enter__(self) -> _NoSpan:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def error(self, exc: BaseException) -> None:
-        return None
-
-
-_NO_SPAN = _NoSpan()
 
 
 async def _invoke(handler: Any, instance: Actor, obj: Any, ctx: Context | None) -> Any:
