@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shutil
 import signal
@@ -198,8 +197,3 @@ class NatsServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
         self.cleanup()
-
-
-def server_env_url() -> str | None:
-    """`NATS_URL` from the environment: the one switch to use an existing server."""
-    return os.environ.get("NATS_URL") or None

@@ -18,6 +18,8 @@ class Settings:
     creds: str | None
     log_level: str
     log_format: str
+    #: Tests only: run the session broker in a container (testcontainers).
+    test_docker: bool = False
 
     @property
     def url(self) -> str:
@@ -32,4 +34,5 @@ class Settings:
             creds=e.get("NATS_CREDS") or None,
             log_level=e.get("ACTORMESH_LOG_LEVEL", "INFO").upper(),
             log_format=e.get("ACTORMESH_LOG_FORMAT", "console"),
+            test_docker=e.get("ACTORMESH_TEST_DOCKER") == "1",
         )

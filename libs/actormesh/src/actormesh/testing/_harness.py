@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +8,8 @@ from dataclasses import dataclass
 from .._actor import Actor
 from .._config import WorkerConfig
 from .._mesh import Mesh
-from .._server import NatsServer, ServerConfig, server_env_url
+from .._server import NatsServer, ServerConfig
+from .._settings import Settings
 from .._worker import Worker
 
 
@@ -24,11 +24,12 @@ class Broker:
 @asynccontextmanager
 async def broker(config: ServerConfig | None = None) -> AsyncIterator[Broker]:
     """A broker for tests: `NATS_URL` if set, else a container when asked, else a local server."""
-    url = server_env_url()
+    settings = Settings.from_env()
+    url = settings.nats_url
     if url:
         yield Broker(url=url, server=None)
         return
-    if os.environ.get("ACTORMESH_TEST_DOCKER") == "1":
+    if settings.test_docker:
         async with _container_broker() as b:
             yield b
         return
