@@ -3,7 +3,7 @@
 "On" is the production setup, end to end: the driver's Mesh is instrumented
 (a PRODUCER span per tell, W3C context in the headers) and the worker runs
 with ``OTEL_TRACES_EXPORTER=otlp`` (a CONSUMER span per message), both
-exporting OTLP over http/protobuf with the default BatchSpanProcessor
+exporting OTLP over http/protobuf with the default batch
 settings to a collector stub in this process, which stores the request
 bodies and decodes them only after the timed part (to count the spans).
 
@@ -126,8 +126,8 @@ def otel_env(ratio: float, collector: Collector) -> dict[str, str]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": str(ratio),
-        # The default queue (2048) overflows at these rates and the SDK then drops
-        # spans, which would make tracing look cheaper than it is: export them all.
+        # The default queue (2048) can overflow at these rates, and dropped spans
+        # would make tracing look cheaper than it is: export them all.
         "OTEL_BSP_MAX_QUEUE_SIZE": "200000",
     }
 
@@ -179,11 +179,12 @@ async def one_unit(
             env=_worker_env(server.url, ratio, collector),
         )
         mesh = await Mesh.connect(server.url, prefix=prefix, name="bench-driver")
-        provider = None
+        tracing = None
         try:
             if ratio is not None:
-                provider = tracing_from_env(otel_env(ratio, collector), service_name="bench-driver")
-                instrument(mesh, provider)
+                tracing = tracing_from_env(otel_env(ratio, collector), service_name="bench-driver")
+                assert tracing is not None
+                instrument(mesh, tracing)
             reached: dict[int, float] = {}
             progressed = asyncio.Event()
 
@@ -221,9 +222,9 @@ async def one_unit(
                 proc.send_signal(signal.SIGTERM)
             # The worker exports its last spans as it stops.
             await asyncio.wait_for(proc.wait(), 60)
-            if provider is not None:
+            if tracing is not None:
                 mesh.tracer = None
-                await asyncio.to_thread(provider.shutdown)
+                await tracing.aclose(60)
             await mesh.close()
     seconds = done - started
     result: dict[str, Any] = {

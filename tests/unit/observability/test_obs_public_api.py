@@ -10,10 +10,13 @@ import pytest
 import actormesh.observability as obs
 
 PUBLIC = [
+    "MeshTracer",
     "MetricsConfig",
     "ObservabilityError",
     "OtelTracer",
+    "PipelineStats",
     "TracingConfig",
+    "TracingPipeline",
     "WorkerHttpServer",
     "WorkerInstrumentation",
     "WorkerMetrics",

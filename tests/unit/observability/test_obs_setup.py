@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from actormesh import ConfigError, Worker
-from actormesh.observability import OtelTracer, instrument_worker
+from actormesh.observability import MeshTracer, instrument_worker
 from tests.unit.observability._obs_stubs import StubNats
 
 
@@ -21,13 +21,40 @@ async def test_nothing_configured_changes_nothing(worker: Worker) -> None:
 
 async def test_tracing_from_the_environment(worker: Worker) -> None:
     setup = await instrument_worker(worker, env={"OTEL_TRACES_EXPORTER": "console"})
-    assert isinstance(worker.mesh.tracer, OtelTracer)
-    provider = setup.tracer_provider
-    assert provider is not None
-    assert provider.resource.attributes["service.name"] == "actormesh-shop"
-    assert provider.resource.attributes["service.instance.id"] == worker.id
+    assert isinstance(worker.mesh.tracer, MeshTracer)
+    assert setup.tracer is worker.mesh.tracer
+    pipeline = setup.tracing
+    assert pipeline is not None
+    assert pipeline.resource["service.name"] == "actormesh-shop"
+    assert pipeline.resource["service.instance.id"] == worker.id
+    # Without api_spans the global OpenTelemetry provider is left alone.
+    assert setup.tracer_provider is None
     await setup.close()
     assert worker.mesh.tracer is None
+    assert setup.tracing is None
+
+
+async def test_api_spans_sets_a_global_sdk_provider_once(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.util._once import Once
+
+    # The API allows setting the global provider once per process: give this test
+    # a process-fresh state, restored afterwards.
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    setup = await instrument_worker(worker, env={"OTEL_TRACES_EXPORTER": "console"}, api_spans=True)
+    provider = setup.tracer_provider
+    assert isinstance(provider, TracerProvider)
+    assert trace.get_tracer_provider() is provider
+    assert provider.resource.attributes["service.name"] == "actormesh-shop"
+    # A program that set its own provider keeps it.
+    again = await instrument_worker(worker, env={"OTEL_TRACES_EXPORTER": "console"}, api_spans=True)
+    assert again.tracer_provider is None
+    await again.close()
+    await setup.close()
 
 
 async def test_metrics_port_zero_serves_and_reports_the_bound_port(

@@ -19,7 +19,6 @@ from actormesh.observability import (
     TracingConfig,
     build_tracer_provider,
     instrument,
-    tracing_from_env,
     uninstrument,
 )
 
@@ -272,31 +271,6 @@ def test_instrument_sets_and_clears_the_mesh_tracer(provider: TracerProvider) ->
     assert mesh.tracer is None
 
 
-def test_tracing_from_env_without_exporter_is_none() -> None:
-    assert tracing_from_env({}) is None
-    assert tracing_from_env({"OTEL_TRACES_EXPORTER": "none"}) is None
-
-
-def test_tracing_from_env_builds_an_otlp_provider() -> None:
-    provider = tracing_from_env(
-        {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
-            "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,team=core",
-        },
-        service_name="fallback",
-        instance_id="w-1",
-    )
-    assert provider is not None
-    try:
-        attrs = provider.resource.attributes
-        assert attrs["service.name"] == "from-attrs"
-        assert attrs["team"] == "core"
-        assert attrs["service.instance.id"] == "w-1"
-        assert attrs["telemetry.sdk.language"] == "python"
-    finally:
-        provider.shutdown()
-
-
 @pytest.mark.parametrize(
     ("env", "name"),
     [
@@ -369,39 +343,3 @@ def test_unsampled_traces_propagate_without_spans() -> None:
     (span,) = exporter.get_finished_spans()
     assert format(span.context.trace_id, "032x") == trace_id
     assert span.attributes is not None and span.attributes["actormesh.key"] == "k"
-
-
-@pytest.mark.parametrize("ratio", [0.0, 0.5, 1.0])
-def test_root_sampling_decided_before_the_sdk_matches_the_sdk(ratio: float) -> None:
-    """Unsampled roots skip the SDK; sampled ones get exactly the trace id decided on."""
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-
-    from actormesh.observability import TracingConfig, build_tracer_provider
-
-    exporter = InMemorySpanExporter()
-    config = TracingConfig(sampler="parentbased_traceidratio", sampler_arg=ratio)
-    provider = build_tracer_provider(config, exporters=[exporter])
-    tracer = OtelTracer(provider)
-    bound = TraceIdRatioBased.get_bound_for_rate(ratio)
-    sampled_ids: set[str] = set()
-    for _ in range(300):
-        headers: dict[str, str] = {}
-        with tracer.producer(destination=MAILBOX, headers=headers, operation="tell"):
-            pass
-        _, trace_id, _, flags = headers["traceparent"].split("-")
-        # The ratio sampler's own rule, on the id that travels.
-        sampled = bool(int(flags, 16) & 1)  # bit 1 may also be set: "random trace id"
-        assert sampled == ((int(trace_id, 16) & ((1 << 64) - 1)) < bound)
-        if sampled:
-            sampled_ids.add(trace_id)
-    provider.force_flush()
-    exported = {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()}
-    assert exported == sampled_ids
-    if ratio == 0.0:
-        assert not sampled_ids
-    elif ratio == 1.0:
-        assert len(sampled_ids) == 300
-    else:
-        assert 0 < len(sampled_ids) < 300
-    provider.shutdown()

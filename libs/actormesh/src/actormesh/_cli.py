@@ -147,7 +147,9 @@ async def _worker(args: argparse.Namespace, url: str, prefix: str, settings: Set
 
         from .observability import instrument_worker
 
-        obs = await instrument_worker(worker, env=os.environ, metrics_port=args.metrics_port)
+        obs = await instrument_worker(
+            worker, env=os.environ, metrics_port=args.metrics_port, api_spans=True
+        )
         try:
             return await worker.run()
         finally:

@@ -3,8 +3,14 @@
 Tracing is opt-in per `Mesh`::
 
     mesh = await Mesh.connect(url)
-    instrument(mesh)                      # global TracerProvider
-    instrument(mesh, tracing_from_env(os.environ))   # or one from OTEL_* variables
+    tracing = tracing_from_env(os.environ)   # None when OTEL_* configure no exporter
+    if tracing is not None:
+        instrument(mesh, tracing)            # actormesh's own spans, OTLP export
+    ...
+    await tracing.aclose()                   # export what is left
+
+`instrument(mesh, provider)` uses an OpenTelemetry SDK TracerProvider instead
+(the global one when None), at the SDK's cost per span.
 
 `actormesh worker` does it all from the environment and `--metrics-port`
 (`instrument_worker`). Names load lazily: importing this package costs nothing
@@ -20,22 +26,22 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._config import MetricsConfig, ObservabilityError, TracingConfig
     from ._http import WorkerHttpServer, serve_worker_http
+    from ._instrument import instrument, uninstrument
     from ._logs import install_log_enricher, trace_log_fields, uninstall_log_enricher
     from ._metrics import WorkerMetrics
+    from ._native import MeshTracer
+    from ._pipeline import PipelineStats, TracingPipeline, tracing_from_env
     from ._setup import WorkerInstrumentation, instrument_worker
-    from ._tracing import (
-        OtelTracer,
-        build_tracer_provider,
-        instrument,
-        tracing_from_env,
-        uninstrument,
-    )
+    from ._tracing import OtelTracer, build_tracer_provider
 
 __all__ = [
+    "MeshTracer",
     "MetricsConfig",
     "ObservabilityError",
     "OtelTracer",
+    "PipelineStats",
     "TracingConfig",
+    "TracingPipeline",
     "WorkerHttpServer",
     "WorkerInstrumentation",
     "WorkerMetrics",
@@ -62,11 +68,14 @@ _WHERE = {
     "WorkerMetrics": "._metrics",
     "WorkerInstrumentation": "._setup",
     "instrument_worker": "._setup",
+    "instrument": "._instrument",
+    "uninstrument": "._instrument",
+    "MeshTracer": "._native",
+    "PipelineStats": "._pipeline",
+    "TracingPipeline": "._pipeline",
+    "tracing_from_env": "._pipeline",
     "OtelTracer": "._tracing",
     "build_tracer_provider": "._tracing",
-    "instrument": "._tracing",
-    "tracing_from_env": "._tracing",
-    "uninstrument": "._tracing",
 }
 
 

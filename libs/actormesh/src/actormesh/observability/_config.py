@@ -68,6 +68,33 @@ class TracingConfig:
     def enabled(self) -> bool:
         return bool(self.exporters)
 
+    def resource(
+        self,
+        *,
+        service_name: str | None = None,
+        instance_id: str | None = None,
+        sdk: tuple[str, str],
+    ) -> dict[str, str]:
+        """The resource attributes spans carry.
+
+        OTEL_SERVICE_NAME wins over a `service.name` in OTEL_RESOURCE_ATTRIBUTES,
+        which wins over `service_name` (the caller's default); `sdk` is the
+        (name, version) of what records the spans.
+        """
+        attributes: dict[str, str] = {
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.name": sdk[0],
+            "telemetry.sdk.version": sdk[1],
+        }
+        attributes.update(self.resource_attributes)
+        if self.service_name:
+            attributes["service.name"] = self.service_name
+        elif "service.name" not in attributes:
+            attributes["service.name"] = service_name or "actormesh"
+        if instance_id and "service.instance.id" not in attributes:
+            attributes["service.instance.id"] = instance_id
+        return attributes
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TracingConfig:
         """Read the standard OTEL_* variables from `env`.

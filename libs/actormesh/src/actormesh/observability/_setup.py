@@ -8,15 +8,13 @@ without either pays no import and no per-message cost, and the `otel` and
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
 from ._config import MetricsConfig, TracingConfig
+from ._pipeline import run_off_loop
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -24,7 +22,8 @@ if TYPE_CHECKING:
     from .._worker import Worker
     from ._http import WorkerHttpServer
     from ._metrics import WorkerMetrics
-    from ._tracing import OtelTracer
+    from ._native import MeshTracer
+    from ._pipeline import TracingPipeline
 
 __all__ = ["WorkerInstrumentation", "instrument_worker"]
 
@@ -41,13 +40,17 @@ class WorkerInstrumentation:
         self,
         worker: Worker,
         *,
-        tracer: OtelTracer | None,
+        tracer: MeshTracer | None,
+        tracing: TracingPipeline | None,
         tracer_provider: TracerProvider | None,
         metrics: WorkerMetrics | None,
         http: WorkerHttpServer | None,
     ) -> None:
         self.worker = worker
         self.tracer = tracer
+        #: Records and exports actormesh's own spans.
+        self.tracing = tracing
+        #: The SDK provider set as the global one for handlers' own spans (`api_spans`).
         self.tracer_provider = tracer_provider
         self.metrics = metrics
         self.http = http
@@ -69,9 +72,12 @@ class WorkerInstrumentation:
         finally:
             if self.tracer is not None and self.worker.mesh.tracer is self.tracer:
                 self.worker.mesh.tracer = None
+            tracing, self.tracing = self.tracing, None
+            if tracing is not None:
+                await tracing.aclose(FLUSH_TIMEOUT)
             provider, self.tracer_provider = self.tracer_provider, None
             if provider is not None:
-                await _shutdown_provider(provider, FLUSH_TIMEOUT)
+                await run_off_loop(provider.shutdown, FLUSH_TIMEOUT, what="OpenTelemetry SDK")
 
     async def __aenter__(self) -> WorkerInstrumentation:
         return self
@@ -85,12 +91,16 @@ async def instrument_worker(
     *,
     env: Mapping[str, str],
     metrics_port: int | None = None,
+    api_spans: bool = False,
 ) -> WorkerInstrumentation:
     """Set up what `env` and `metrics_port` ask for, before `worker.run()`.
 
     - Tracing when the OTEL_* variables configure an exporter (see
       `TracingConfig.from_env`); the service name defaults to
-      `actormesh-<actor type>` and the instance id is the worker id.
+      `actormesh-<actor type>` and the instance id is the worker id. With
+      `api_spans` (the `actormesh worker` command sets it) and no global
+      OpenTelemetry TracerProvider yet, an SDK one from the same settings
+      becomes global, so spans handlers start themselves are exported too.
     - With `metrics_port` (0 picks a free port): `/metrics` and `/healthz` on
       ACTORMESH_METRICS_HOST (default 127.0.0.1), from a registry of the
       worker's own. The bound port goes into the worker's heartbeats.
@@ -101,20 +111,26 @@ async def instrument_worker(
     tracing = TracingConfig.from_env(env)
     metrics_config = MetricsConfig.from_env(env) if metrics_port is not None else None
 
-    tracer: OtelTracer | None = None
-    provider: TracerProvider | None = None
+    setup = WorkerInstrumentation(
+        worker, tracer=None, tracing=None, tracer_provider=None, metrics=None, http=None
+    )
     if tracing.enabled:
         try:
-            from ._tracing import build_tracer_provider, instrument
+            from ._instrument import instrument
+            from ._native import MeshTracer
+            from ._pipeline import TracingPipeline
         except ImportError as exc:
             raise ConfigError(
                 f"OTEL_* variables ask for tracing but OpenTelemetry is missing ({exc}): "
                 "install actormesh[otel]"
             ) from exc
-        provider = build_tracer_provider(
-            tracing, service_name=f"actormesh-{worker.actor_type}", instance_id=worker.id
-        )
-        tracer = instrument(worker.mesh, provider)
+        service_name = f"actormesh-{worker.actor_type}"
+        setup.tracing = TracingPipeline(tracing, service_name=service_name, instance_id=worker.id)
+        tracer = instrument(worker.mesh, setup.tracing)
+        assert isinstance(tracer, MeshTracer)
+        setup.tracer = tracer
+        if api_spans:
+            setup.tracer_provider = _global_sdk_provider(tracing, service_name, worker.id)
         log.info(
             "tracing on: exporting spans to %s",
             ", ".join(tracing.endpoint if name == "otlp" else name for name in tracing.exporters),
@@ -122,9 +138,6 @@ async def instrument_worker(
 
     metrics: WorkerMetrics | None = None
     http: WorkerHttpServer | None = None
-    setup = WorkerInstrumentation(
-        worker, tracer=tracer, tracer_provider=provider, metrics=None, http=None
-    )
     if metrics_port is None or metrics_config is None:
         return setup
     try:
@@ -164,35 +177,16 @@ async def instrument_worker(
     return setup
 
 
-async def _shutdown_provider(provider: TracerProvider, timeout: float) -> None:
-    """Flush and shut down off the event loop, waiting at most `timeout` seconds.
+def _global_sdk_provider(
+    config: TracingConfig, service_name: str, instance_id: str
+) -> TracerProvider | None:
+    """An SDK provider made the global one, unless the program already set one."""
+    from opentelemetry import trace
 
-    A daemon thread rather than `asyncio.to_thread`: an exporter stuck retrying
-    an unreachable collector must not hold the interpreter's exit (the default
-    executor is joined at shutdown).
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None
+    from ._tracing import build_tracer_provider
 
-    def finished() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def run() -> None:
-        try:
-            provider.shutdown()
-        except Exception:
-            log.exception("tracer provider shutdown failed")
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-                loop.call_soon_threadsafe(finished)
-
-    threading.Thread(target=run, name="actormesh-otel-shutdown", daemon=True).start()
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        log.warning(
-            "spans not exported within %.0fs of stopping: the collector is slow "
-            "or unreachable; the rest are dropped",
-            timeout,
-        )
+    provider = build_tracer_provider(config, service_name=service_name, instance_id=instance_id)
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,4 +1,8 @@
-"""OpenTelemetry tracing: the `Tracer` hook implementation and the provider from OTEL_*.
+"""`OtelTracer`: the `Tracer` hook over an OpenTelemetry SDK TracerProvider.
+
+The same spans as `MeshTracer`, through a TracerProvider of your own (an
+in-memory exporter in tests, a setup your application already has), at the
+SDK's cost per span. `build_tracer_provider` makes one from `TracingConfig`.
 
 Spans follow the OpenTelemetry messaging semantic conventions: a PRODUCER span
 per tell / ask / reply that injects W3C `traceparent`/`tracestate` into the
@@ -11,10 +15,8 @@ from __future__ import annotations
 
 import random
 import sys
-import weakref
-from collections.abc import Mapping
 from contextvars import Token
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -22,7 +24,6 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -39,42 +40,26 @@ from .._errors import ActorMeshError
 from .._version import VERSION
 from .._wire import Hdr
 from ._config import TracingConfig
-from ._logs import install_log_enricher
+from ._native import (
+    ACTOR_TYPE,
+    DELIVERY_COUNT,
+    DESTINATION,
+    DESTINATION_TEMPLATE,
+    DESTINATION_TEMPORARY,
+    ERROR_CODE,
+    ERROR_TYPE,
+    KEY,
+    MESSAGE_ID,
+    MESSAGE_TYPE,
+    OPERATION_NAME,
+    OPERATION_TYPE,
+    PROCESS,
+    SEND,
+    SYSTEM,
+)
+from ._pipeline import SCOPE
 
-if TYPE_CHECKING:
-    from .._mesh import Mesh
-
-__all__ = [
-    "OtelTracer",
-    "build_tracer_provider",
-    "instrument",
-    "tracing_from_env",
-    "uninstrument",
-]
-
-#: The instrumentation scope name spans carry.
-SCOPE = "actormesh"
-
-# Attribute names (messaging semantic conventions, v1.27+). Spelled out rather
-# than imported from the incubating semconv module, whose names are unstable.
-SYSTEM = "messaging.system"
-DESTINATION = "messaging.destination.name"
-DESTINATION_TEMPLATE = "messaging.destination.template"
-DESTINATION_TEMPORARY = "messaging.destination.temporary"
-OPERATION_TYPE = "messaging.operation.type"
-OPERATION_NAME = "messaging.operation.name"
-MESSAGE_ID = "messaging.message.id"
-DELIVERY_COUNT = "messaging.nats.delivery_count"
-ACTOR_TYPE = "actormesh.actor_type"
-KEY = "actormesh.key"
-MESSAGE_TYPE = "actormesh.message_type"
-ERROR_TYPE = "error.type"
-ERROR_CODE = "actormesh.error.code"
-
-#: `publish` was renamed `send` in the messaging conventions (v1.27); we emit the
-#: current name.
-SEND = "send"
-PROCESS = "process"
+__all__ = ["OtelTracer", "build_tracer_provider"]
 
 
 class _Scope:
@@ -111,30 +96,6 @@ class _Scope:
                 otel_context.detach(self._token)
                 self._token = None
             self._span.end()
-
-
-class _PresetTraceIds(RandomIdGenerator):
-    """Random ids, except that the next trace id can be chosen beforehand.
-
-    Lets the tracer make the ratio sampler's decision itself (it depends on the
-    trace id alone) and call the SDK only for roots that will be sampled, handing
-    it the very id it decided on.
-    """
-
-    def __init__(self) -> None:
-        self.next_trace_id = 0
-
-    def generate_trace_id(self) -> int:
-        preset, self.next_trace_id = self.next_trace_id, 0
-        return preset or super().generate_trace_id()
-
-
-#: Providers built by `build_tracer_provider` with a ratio sampler at the root:
-#: provider -> (the sampler's bound on the trace id's low 64 bits, the id generator).
-_ROOT_RATIO: weakref.WeakKeyDictionary[TracerProvider, tuple[int, _PresetTraceIds]] = (
-    weakref.WeakKeyDictionary()
-)
-_LOW_64 = (1 << 64) - 1
 
 
 class _Unsampled:
@@ -203,7 +164,7 @@ class OtelTracer:
     defaults to W3C Trace Context, the format DESIGN.md puts on the wire.
     """
 
-    __slots__ = ("_names", "_propagator", "_root", "_tracer")
+    __slots__ = ("_names", "_propagator", "_tracer")
 
     def __init__(
         self,
@@ -213,8 +174,6 @@ class OtelTracer:
     ) -> None:
         self._tracer = trace.get_tracer(SCOPE, VERSION, tracer_provider=tracer_provider)
         self._propagator = propagator or TraceContextTextMapPropagator()
-        provider = tracer_provider or trace.get_tracer_provider()
-        self._root = _ROOT_RATIO.get(provider) if isinstance(provider, TracerProvider) else None
         # Per mailbox base subject: (template, actor type); saves re-splitting hot subjects.
         self._names: dict[str, tuple[str, str]] = {}
 
@@ -240,17 +199,6 @@ class OtelTracer:
             # children are not sampled either, so skip the SDK and only propagate.
             _inject_unsampled(headers, current)
             return _NOT_SAMPLED
-        if not current.is_valid and self._root is not None:
-            # A root under a ratio sampler: decide as it would (low 64 bits of the
-            # trace id below its bound), and skip the SDK when the answer is no.
-            bound, ids = self._root
-            trace_id = random.getrandbits(128) or 1
-            if trace_id & _LOW_64 >= bound:
-                headers[Hdr.TRACEPARENT] = (
-                    f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"
-                )
-                return _NOT_SAMPLED
-            ids.next_trace_id = trace_id
         mailbox = self._mailbox(destination)
         if mailbox is not None:
             name = f"{operation} {mailbox[0]}"
@@ -334,45 +282,6 @@ class OtelTracer:
         return _Scope(span, trace.set_span_in_context(span, parent))
 
 
-def instrument(
-    mesh: Mesh,
-    tracer_provider: trace.TracerProvider | None = None,
-    *,
-    propagator: TextMapPropagator | None = None,
-) -> OtelTracer:
-    """Trace this mesh's tells, asks and (in a worker) handled messages and replies.
-
-    Also adds trace_id/span_id to log lines (`actormesh._logging.enrichers`).
-    """
-    tracer = OtelTracer(tracer_provider, propagator=propagator)
-    mesh.tracer = tracer
-    install_log_enricher()
-    return tracer
-
-
-def uninstrument(mesh: Mesh) -> None:
-    """Back to no tracing at all (`mesh.tracer = None`)."""
-    mesh.tracer = None
-
-
-def tracing_from_env(
-    env: Mapping[str, str],
-    *,
-    service_name: str | None = None,
-    instance_id: str | None = None,
-) -> TracerProvider | None:
-    """A TracerProvider exporting as the OTEL_* variables in `env` say, or None when
-    they configure no exporter (then leave `mesh.tracer` None: no tracing cost).
-
-    `service_name` is the default when neither OTEL_SERVICE_NAME nor a
-    `service.name` in OTEL_RESOURCE_ATTRIBUTES is set. Raises `ConfigError`.
-    """
-    config = TracingConfig.from_env(env)
-    if not config.enabled:
-        return None
-    return build_tracer_provider(config, service_name=service_name, instance_id=instance_id)
-
-
 def build_tracer_provider(
     config: TracingConfig,
     *,
@@ -380,24 +289,15 @@ def build_tracer_provider(
     instance_id: str | None = None,
     exporters: list[SpanExporter] | None = None,
 ) -> TracerProvider:
-    """A TracerProvider for `config`; `exporters` replaces the ones it names (tests)."""
-    attributes: dict[str, str] = {
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": _sdk_version,
-    }
-    attributes.update(config.resource_attributes)
-    if config.service_name:
-        attributes["service.name"] = config.service_name
-    elif "service.name" not in attributes:
-        attributes["service.name"] = service_name or "actormesh"
-    if instance_id and "service.instance.id" not in attributes:
-        attributes["service.instance.id"] = instance_id
-    sampler = _sampler(config)
-    ids = _PresetTraceIds()
-    provider = TracerProvider(sampler=sampler, resource=Resource(attributes), id_generator=ids)
-    if config.sampler in ("traceidratio", "parentbased_traceidratio"):
-        _ROOT_RATIO[provider] = (TraceIdRatioBased.get_bound_for_rate(config.sampler_arg), ids)
+    """A TracerProvider for `config`; `exporters` replaces the ones it names (tests).
+
+    `MeshTracer` does not need one: this is for `OtelTracer`, and for the spans
+    handlers make themselves with the OpenTelemetry API.
+    """
+    attributes = config.resource(
+        service_name=service_name, instance_id=instance_id, sdk=("opentelemetry", _sdk_version)
+    )
+    provider = TracerProvider(sampler=_sampler(config), resource=Resource(attributes))
     for exporter in exporters if exporters is not None else _exporters(config):
         provider.add_span_processor(
             BatchSpanProcessor(

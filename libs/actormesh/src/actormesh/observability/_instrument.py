@@ -1,0 +1,52 @@
+"""`instrument(mesh, ...)`: turn tracing on for one `Mesh`, with either tracer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._logs import install_log_enricher
+from ._native import MeshTracer
+from ._pipeline import TracingPipeline
+
+if TYPE_CHECKING:
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import TracerProvider
+
+    from .._mesh import Mesh
+    from ._tracing import OtelTracer
+
+__all__ = ["instrument", "uninstrument"]
+
+
+def instrument(
+    mesh: Mesh,
+    tracing: TracingPipeline | TracerProvider | None = None,
+    *,
+    propagator: TextMapPropagator | None = None,
+) -> MeshTracer | OtelTracer:
+    """Trace this mesh's tells, asks and (in a worker) handled messages and replies.
+
+    - A `TracingPipeline` (`tracing_from_env`): actormesh records and exports its
+      spans itself (`MeshTracer`), at a few microseconds per span.
+    - An OpenTelemetry `TracerProvider`, or None for the global one: spans go
+      through the SDK (`OtelTracer`); `propagator` replaces W3C Trace Context.
+
+    Also adds trace_id/span_id to log lines (`actormesh._logging.enrichers`).
+    """
+    tracer: MeshTracer | OtelTracer
+    if isinstance(tracing, TracingPipeline):
+        if propagator is not None:
+            raise TypeError("a propagator applies to an OpenTelemetry TracerProvider only")
+        tracer = MeshTracer(tracing)
+    else:
+        from ._tracing import OtelTracer
+
+        tracer = OtelTracer(tracing, propagator=propagator)
+    mesh.tracer = tracer
+    install_log_enricher()
+    return tracer
+
+
+def uninstrument(mesh: Mesh) -> None:
+    """Back to no tracing at all (`mesh.tracer = None`)."""
+    mesh.tracer = None

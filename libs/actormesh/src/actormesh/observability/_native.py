@@ -1,0 +1,532 @@
+"""`MeshTracer`: actormesh's own spans, recorded and encoded without the SDK.
+
+The same spans as `OtelTracer` (messaging semantic conventions, W3C trace
+context in the NATS headers), at a few microseconds each instead of the
+SDK's ~100: ids are kept as bytes, the parts of a span fixed by its subject
+(name, kind and most attributes) are encoded once and cached, and a span is
+encoded to OTLP protobuf as it ends (`_otlp`) and queued for the export
+thread (`_pipeline`).
+
+It interoperates with the OpenTelemetry API: a consumer span is the current
+span (`opentelemetry.trace.get_current_span()`) while the handler runs, so
+spans a handler starts with any OpenTelemetry tracer are its children, and
+the handler may set attributes and events on it; a tell made inside a span of
+another tracer is that span's child.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.util import types
+
+from .._errors import ActorMeshError
+from .._hooks import NO_SPAN
+from .._wire import Hdr
+from . import _otlp
+from ._otlp import KIND_CONSUMER, KIND_PRODUCER, attribute, string_field, varint
+
+if TYPE_CHECKING:
+    from ._pipeline import TracingPipeline
+
+__all__ = ["MeshTracer"]
+
+# Attribute names (messaging semantic conventions, v1.27+). Spelled out rather
+# than imported from the incubating semconv module, whose names are unstable.
+SYSTEM = "messaging.system"
+DESTINATION = "messaging.destination.name"
+DESTINATION_TEMPLATE = "messaging.destination.template"
+DESTINATION_TEMPORARY = "messaging.destination.temporary"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+MESSAGE_ID = "messaging.message.id"
+DELIVERY_COUNT = "messaging.nats.delivery_count"
+ACTOR_TYPE = "actormesh.actor_type"
+KEY = "actormesh.key"
+MESSAGE_TYPE = "actormesh.message_type"
+ERROR_TYPE = "error.type"
+ERROR_CODE = "actormesh.error.code"
+
+#: `publish` was renamed `send` in the messaging conventions (v1.27).
+SEND = "send"
+PROCESS = "process"
+
+#: The key the OpenTelemetry API keeps the current span under, found through the
+#: public API (the constant itself is private).
+(_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())
+
+
+def _context_functions() -> tuple[
+    Callable[[], otel_context.Context],
+    Callable[[otel_context.Context], Token[otel_context.Context]],
+    Callable[[Token[otel_context.Context]], None],
+]:
+    """get_current, attach and detach of the OpenTelemetry context.
+
+    With the default runtime context (a ContextVar) these are the variable's own
+    methods, a third of the cost of the API functions that wrap them; any other
+    runtime context goes through the API.
+    """
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+    except ImportError:  # pragma: no cover  (every API version so far has it)
+        var = None
+    else:
+        var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+    if isinstance(var, ContextVar):
+        return var.get, var.set, var.reset
+    return otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+_get_current, _attach, _detach = _context_functions()
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_FIRST_DELIVERY = attribute(DELIVERY_COUNT, 1)
+_LOW_64 = (1 << 64) - 1
+_REPLY = ("reply", "")
+_TRACEPARENT = Hdr.TRACEPARENT
+_TRACESTATE = Hdr.TRACESTATE
+_MSG_ID = Hdr.MSG_ID
+_getrandbits = random.getrandbits
+_HEADS_MAX = 4096
+
+#: A span's fixed-size fields, with the ScopeSpans.spans tag and a two-byte length
+#: in front: trace id, span id, start and end time (+ the parent span id).
+_FIXED = struct.Struct("<BBB2s16s2s8sBQBQ")
+_FIXED_PARENT = struct.Struct("<BBB2s16s2s8sBQBQ2s8s")
+_FIXED_LEN = _FIXED.size - 3
+_FIXED_PARENT_LEN = _FIXED_PARENT.size - 3
+
+
+def _prefixes(key: str, count: int) -> list[bytes]:
+    """For string values of 0..count-1 bytes: the encoded attribute up to the value."""
+    key_field = string_field(b"\x0a", key)
+    out = []
+    for n in range(count):
+        any_value = b"\x0a" + varint(n)
+        kv_len = len(key_field) + 1 + len(varint(n + len(any_value))) + len(any_value) + n
+        out.append(
+            b"\x4a" + varint(kv_len) + key_field + b"\x12" + varint(len(any_value) + n) + any_value
+        )
+    return out
+
+
+_MESSAGE_ID_PREFIX = _prefixes(MESSAGE_ID, 128)
+
+
+def _parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
+    """(trace id, parent span id, sampled) of a valid W3C `traceparent`, else None."""
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version = value[:2]
+    if len(value) > 55 and (version == "00" or value[55] != "-"):
+        return None  # version 00 has no more fields; later ones add them after a dash
+    if version == "ff":
+        return None
+    try:
+        trace_id = bytes.fromhex(value[3:35])
+        span_id = bytes.fromhex(value[36:52])
+        flags = int(value[53:55], 16)
+    except ValueError:
+        return None
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return trace_id, span_id, bool(flags & 1)
+
+
+class _Span(trace.Span):
+    """One actormesh span: the hooks' scope and `SpanHandle`, and an OpenTelemetry
+    API span for code that runs while it is current."""
+
+    __slots__ = (
+        "_attach",
+        "_dynamic",
+        "_ended",
+        "_extra",
+        "_failed",
+        "_head",
+        "_msg_id",
+        "_name",
+        "_pipeline",
+        "_span_context",
+        "_start",
+        "_token",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        pipeline: TracingPipeline | None,
+        trace_id: bytes,
+        span_id: bytes,
+        parent_id: bytes,
+        trace_state: str | None,
+        head: bytes,
+        dynamic: bytes,
+        msg_id: str | None,
+        attach: bool,
+    ) -> None:
+        #: None for a span that is not sampled (nothing is recorded).
+        self._pipeline = pipeline
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.trace_state = trace_state
+        self.sampled = pipeline is not None
+        #: Name, kind and the attributes fixed by the subject, encoded.
+        self._head = head
+        #: Other encoded attributes, known at start.
+        self._dynamic = dynamic
+        self._msg_id = msg_id
+        self._attach = attach
+        self._token: Token[otel_context.Context] | None = None
+        self._extra: list[bytes] | None = None
+        self._name: str | None = None
+        self._span_context: SpanContext | None = None
+        self._failed = False
+        self._ended = False
+        self._start = time.time_ns()
+
+    # -- the hooks' scope ---------------------------------------------------------------
+
+    def __enter__(self) -> _Span:
+        if self._attach:
+            current = _get_current()
+            self._token = _attach(
+                otel_context.Context({**current, _SPAN_KEY: self} if current else {_SPAN_KEY: self})
+            )
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._token is not None:
+            try:
+                _detach(self._token)
+            except ValueError:
+                pass  # entered in another asyncio task: that context is gone anyway
+            self._token = None
+        # CancelledError, KeyboardInterrupt, GeneratorExit are not failures.
+        if isinstance(exc, Exception) and not self._failed:
+            self.error(exc)
+        self.end()
+
+    def error(self, exc: BaseException) -> None:
+        """Mark the span failed with this exception (once)."""
+        if self._failed or self._pipeline is None or self._ended:
+            return
+        self._failed = True
+        self._add(_otlp.exception_event(exc, time.time_ns()))
+        self._add(_otlp.status_error(f"{type(exc).__name__}: {exc}"[:1000]))
+        self._add(attribute(ERROR_TYPE, type(exc).__qualname__))
+        if isinstance(exc, ActorMeshError):
+            self._add(attribute(ERROR_CODE, exc.code))
+
+    def _add(self, encoded: bytes) -> None:
+        if self._extra is None:
+            self._extra = [encoded]
+        else:
+            self._extra.append(encoded)
+
+    # -- opentelemetry.trace.Span -------------------------------------------------------
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        end = end_time if end_time is not None else time.time_ns()
+        rest = self._head + self._dynamic
+        if self._msg_id:
+            data = self._msg_id.encode("utf-8", "replace")
+            if len(data) < 128:
+                rest += _MESSAGE_ID_PREFIX[len(data)] + data
+            else:
+                rest += attribute(MESSAGE_ID, self._msg_id)
+        if self.trace_state:
+            rest += string_field(b"\x1a", self.trace_state)
+        if self._name is not None:
+            # A later field wins in protobuf: this name replaces the cached head's.
+            rest += string_field(b"\x2a", self._name)
+        if self._extra:
+            rest += b"".join(self._extra)
+        parent = self.parent_id
+        if parent:
+            size = len(rest) + _FIXED_PARENT_LEN
+            if 128 <= size < 16384:  # a two-byte varint
+                pipeline.record(
+                    _FIXED_PARENT.pack(
+                        0x12,
+                        size & 127 | 128,
+                        size >> 7,
+                        b"\x0a\x10",
+                        self.trace_id,
+                        b"\x12\x08",
+                        self.span_id,
+                        0x39,
+                        self._start,
+                        0x41,
+                        end,
+                        b"\x22\x08",
+                        parent,
+                    )
+                    + rest
+                )
+                return
+            rest += b"\x22\x08" + parent
+        size = len(rest) + _FIXED_LEN
+        fixed = _FIXED.pack(
+            0x12,
+            size & 127 | 128,
+            size >> 7,
+            b"\x0a\x10",
+            self.trace_id,
+            b"\x12\x08",
+            self.span_id,
+            0x39,
+            self._start,
+            0x41,
+            end,
+        )
+        if 128 <= size < 16384:
+            pipeline.record(fixed + rest)
+        else:
+            pipeline.record(b"\x12" + varint(size) + fixed[3:] + rest)
+
+    def get_span_context(self) -> SpanContext:
+        if self._span_context is None:
+            self._span_context = SpanContext(
+                int.from_bytes(self.trace_id),
+                int.from_bytes(self.span_id),
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if self.sampled else 0),
+                trace_state=(
+                    TraceState.from_header([self.trace_state]) if self.trace_state else None
+                ),
+            )
+        return self._span_context
+
+    def is_recording(self) -> bool:
+        return self._pipeline is not None and not self._ended
+
+    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if self.is_recording():
+            self._add(attribute(key, value))
+
+    def set_attributes(self, attributes: types.Attributes) -> None:
+        if self.is_recording() and attributes:
+            for key, value in attributes.items():
+                self._add(attribute(key, value))
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self.is_recording():
+            when = timestamp if timestamp is not None else time.time_ns()
+            self._add(_otlp.event(name, when, dict(attributes or {})))
+
+    def update_name(self, name: str) -> None:
+        if self.is_recording():
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if not self.is_recording():
+            return
+        code = status.status_code if isinstance(status, Status) else status
+        if code is StatusCode.ERROR:
+            text = description or (status.description if isinstance(status, Status) else None)
+            self._add(_otlp.status_error(text or ""))
+            self._failed = True
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        if self.is_recording():
+            when = timestamp if timestamp is not None else time.time_ns()
+            self._add(_otlp.exception_event(exception, when))
+
+
+class MeshTracer:
+    """The `actormesh._hooks.Tracer` protocol over a `TracingPipeline`."""
+
+    __slots__ = ("_bound", "_heads", "_pipeline", "_sampler")
+
+    def __init__(self, pipeline: TracingPipeline) -> None:
+        self._pipeline = pipeline
+        self._sampler = pipeline.sampler
+        #: Encoded span heads (name, kind, fixed attributes) by what fixes them.
+        self._heads: dict[tuple[str, ...], bytes] = {}
+        #: The sampler's bound for roots (see `Sampler.root`), inlined on the hot path.
+        self._bound = pipeline.sampler.bound
+
+    @property
+    def pipeline(self) -> TracingPipeline:
+        return self._pipeline
+
+    def _head(
+        self, kind: int, operation: str, destination: str, message_type: str, actor: tuple[str, str]
+    ) -> bytes:
+        """Build (on a cache miss) the encoded name, kind and fixed attributes."""
+        # Mailbox subjects are `<prefix>.mbox.<actor type>.<key>`.
+        base, _, key = destination.rpartition(".")
+        parts = base.split(".")
+        mailbox = len(parts) == 3 and parts[1] == "mbox" and bool(key)
+        template = base + ".*" if mailbox else destination
+        attrs: dict[str, Any] = {SYSTEM: "nats"}
+        if kind == KIND_CONSUMER:
+            name = f"{PROCESS} {template}"
+            attrs[DESTINATION] = destination
+            attrs[DESTINATION_TEMPLATE] = template
+            attrs[OPERATION_TYPE] = PROCESS
+            attrs[OPERATION_NAME] = PROCESS
+            attrs[ACTOR_TYPE], attrs[KEY] = actor
+            attrs[MESSAGE_TYPE] = message_type
+        else:
+            attrs[OPERATION_TYPE] = SEND
+            attrs[OPERATION_NAME] = operation
+            if mailbox:
+                name = f"{operation} {template}"
+                attrs[DESTINATION] = destination
+                attrs[DESTINATION_TEMPLATE] = template
+                attrs[ACTOR_TYPE] = parts[2]
+                attrs[KEY] = key
+            elif operation == "reply":
+                # Reply inboxes are per asker and short-lived: not in the name, and
+                # the destination attribute is added per span (see `producer`).
+                name = operation
+                attrs[DESTINATION_TEMPORARY] = True
+            else:
+                name = f"{operation} {destination}"
+                attrs[DESTINATION] = destination
+        head = string_field(b"\x2a", name) + b"\x30" + varint(kind)
+        return head + _otlp.attributes(attrs)
+
+    def _cached_head(
+        self,
+        kind: int,
+        operation: str,
+        destination: str,
+        message_type: str = "",
+        actor: tuple[str, str] = ("", ""),
+    ) -> bytes:
+        # The destination fixes the actor type and key, so they need not be in the key.
+        cache_key = (
+            (operation, destination, message_type) if message_type else (operation, destination)
+        )
+        head = self._heads.get(cache_key)
+        if head is None:
+            if len(self._heads) >= _HEADS_MAX:  # a bound, should keys be unbounded
+                self._heads.clear()
+            head = self._heads[cache_key] = self._head(
+                kind, operation, destination, message_type, actor
+            )
+        return head
+
+    def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
+        current = _get_current().get(_SPAN_KEY)
+        trace_state: str | None = None
+        if current is None:
+            number = _getrandbits(128) or 1
+            trace_id, parent_id = number.to_bytes(16), b""
+            sampled = number & _LOW_64 < self._bound
+        elif type(current) is _Span:
+            trace_id, parent_id = current.trace_id, current.span_id
+            trace_state = current.trace_state
+            sampled = self._sampler.child(current.sampled, trace_id)
+        elif isinstance(current, trace.Span) and (parent := current.get_span_context()).is_valid:
+            trace_id = parent.trace_id.to_bytes(16)
+            parent_id = parent.span_id.to_bytes(8)
+            trace_state = parent.trace_state.to_header() if parent.trace_state else None
+            sampled = self._sampler.child(parent.trace_flags.sampled, trace_id)
+        else:
+            number = _getrandbits(128) or 1
+            trace_id, parent_id = number.to_bytes(16), b""
+            sampled = number & _LOW_64 < self._bound
+        span_id = (_getrandbits(64) or 1).to_bytes(8)
+        if not sampled:
+            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
+            if trace_state:
+                headers[_TRACESTATE] = trace_state
+            return NO_SPAN
+        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
+        if trace_state:
+            headers[_TRACESTATE] = trace_state
+        dynamic = b""
+        if operation == "reply":
+            head = self._heads.get(_REPLY)
+            if head is None:
+                head = self._cached_head(KIND_PRODUCER, operation, "")
+            dynamic = attribute(DESTINATION, destination)
+        else:
+            head = self._heads.get((operation, destination))
+            if head is None:
+                head = self._cached_head(KIND_PRODUCER, operation, destination)
+        return _Span(
+            self._pipeline,
+            trace_id,
+            span_id,
+            parent_id,
+            trace_state,
+            head,
+            dynamic,
+            headers.get(_MSG_ID),
+            False,
+        )
+
+    def consumer(
+        self,
+        *,
+        destination: str,
+        headers: dict[str, str],
+        actor_type: str,
+        message_type: str,
+        key: str,
+        deliveries: int,
+    ) -> Any:
+        raw = headers.get(_TRACEPARENT)
+        parent = _parse_traceparent(raw) if raw is not None else None
+        if parent is not None:
+            trace_id, parent_id, parent_sampled = parent
+            trace_state = headers.get(_TRACESTATE) or None
+            sampled = self._sampler.child(parent_sampled, trace_id)
+        else:
+            number = _getrandbits(128) or 1
+            trace_id, parent_id, trace_state = number.to_bytes(16), b"", None
+            sampled = number & _LOW_64 < self._bound
+        span_id = (_getrandbits(64) or 1).to_bytes(8)
+        if not sampled:
+            # Still current while the handler runs: its sends continue the trace.
+            return _Span(None, trace_id, span_id, parent_id, trace_state, b"", b"", None, True)
+        head = self._heads.get((PROCESS, destination, message_type))
+        if head is None:
+            head = self._cached_head(
+                KIND_CONSUMER, PROCESS, destination, message_type, (actor_type, key)
+            )
+        return _Span(
+            self._pipeline,
+            trace_id,
+            span_id,
+            parent_id,
+            trace_state,
+            head,
+            _FIRST_DELIVERY if deliveries == 1 else attribute(DELIVERY_COUNT, deliveries),
+            headers.get(_MSG_ID),
+            True,
+        )
