@@ -40,7 +40,8 @@ async def test_crash_loop_restarts_exactly_intensity_times_then_escalates(
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
+    # A bounded teardown: a failing assertion must fail the test, not hang it.
+    runner = web.AppRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
