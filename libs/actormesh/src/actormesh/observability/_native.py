@@ -100,11 +100,9 @@ _getrandbits = random.getrandbits
 _HEADS_MAX = 4096
 
 #: A span's fixed-size fields, with the ScopeSpans.spans tag and a two-byte length
-#: in front: trace id, span id, start and end time (+ the parent span id).
+#: in front: trace id, span id, start and end time.
 _FIXED = struct.Struct("<BBB2s16s2s8sBQBQ")
-_FIXED_PARENT = struct.Struct("<BBB2s16s2s8sBQBQ2s8s")
 _FIXED_LEN = _FIXED.size - 3
-_FIXED_PARENT_LEN = _FIXED_PARENT.size - 3
 
 
 def _prefixes(key: str, count: int) -> list[bytes]:
@@ -121,6 +119,15 @@ def _prefixes(key: str, count: int) -> list[bytes]:
 
 
 _MESSAGE_ID_PREFIX = _prefixes(MESSAGE_ID, 128)
+
+
+def mailbox_parts(destination: str) -> tuple[str, str, str] | None:
+    """(template, actor type, key) of a mailbox subject `<prefix>.mbox.<type>.<key>`."""
+    base, _, key = destination.rpartition(".")
+    parts = base.split(".")
+    if len(parts) != 3 or parts[1] != "mbox" or not key:
+        return None
+    return base + ".*", parts[2], key
 
 
 def _parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
@@ -263,30 +270,9 @@ class _Span(trace.Span):
             rest += string_field(b"\x2a", self._name)
         if self._extra:
             rest += b"".join(self._extra)
-        parent = self.parent_id
-        if parent:
-            size = len(rest) + _FIXED_PARENT_LEN
-            if 128 <= size < 16384:  # a two-byte varint
-                pipeline.record(
-                    _FIXED_PARENT.pack(
-                        0x12,
-                        size & 127 | 128,
-                        size >> 7,
-                        b"\x0a\x10",
-                        self.trace_id,
-                        b"\x12\x08",
-                        self.span_id,
-                        0x39,
-                        self._start,
-                        0x41,
-                        end,
-                        b"\x22\x08",
-                        parent,
-                    )
-                    + rest
-                )
-                return
-            rest += b"\x22\x08" + parent
+        if self.parent_id:
+            # Field order does not matter in protobuf: the parent may follow the rest.
+            rest += b"\x22\x08" + self.parent_id
         size = len(rest) + _FIXED_LEN
         fixed = _FIXED.pack(
             0x12,
@@ -373,7 +359,7 @@ class MeshTracer:
         self._sampler = pipeline.sampler
         #: Encoded span heads (name, kind, fixed attributes) by what fixes them.
         self._heads: dict[tuple[str, ...], bytes] = {}
-        #: The sampler's bound for roots (see `Sampler.root`), inlined on the hot path.
+        #: A root is sampled when the low 64 bits of its trace id are below this.
         self._bound = pipeline.sampler.bound
 
     @property
@@ -384,11 +370,8 @@ class MeshTracer:
         self, kind: int, operation: str, destination: str, message_type: str, actor: tuple[str, str]
     ) -> bytes:
         """Build (on a cache miss) the encoded name, kind and fixed attributes."""
-        # Mailbox subjects are `<prefix>.mbox.<actor type>.<key>`.
-        base, _, key = destination.rpartition(".")
-        parts = base.split(".")
-        mailbox = len(parts) == 3 and parts[1] == "mbox" and bool(key)
-        template = base + ".*" if mailbox else destination
+        mailbox = mailbox_parts(destination)
+        template = mailbox[0] if mailbox is not None else destination
         attrs: dict[str, Any] = {SYSTEM: "nats"}
         if kind == KIND_CONSUMER:
             name = f"{PROCESS} {template}"
@@ -401,12 +384,11 @@ class MeshTracer:
         else:
             attrs[OPERATION_TYPE] = SEND
             attrs[OPERATION_NAME] = operation
-            if mailbox:
+            if mailbox is not None:
                 name = f"{operation} {template}"
                 attrs[DESTINATION] = destination
                 attrs[DESTINATION_TEMPLATE] = template
-                attrs[ACTOR_TYPE] = parts[2]
-                attrs[KEY] = key
+                _, attrs[ACTOR_TYPE], attrs[KEY] = mailbox
             elif operation == "reply":
                 # Reply inboxes are per asker and short-lived: not in the name, and
                 # the destination attribute is added per span (see `producer`).
@@ -442,15 +424,15 @@ class MeshTracer:
     def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
         current = _get_current().get(_SPAN_KEY)
         trace_state: str | None = None
-        if current is None:
-            number = _getrandbits(128) or 1
-            trace_id, parent_id = number.to_bytes(16), b""
-            sampled = number & _LOW_64 < self._bound
-        elif type(current) is _Span:
+        if type(current) is _Span:
             trace_id, parent_id = current.trace_id, current.span_id
             trace_state = current.trace_state
             sampled = self._sampler.child(current.sampled, trace_id)
-        elif isinstance(current, trace.Span) and (parent := current.get_span_context()).is_valid:
+        elif (
+            current is not None  # before the (slower) ABC check: the common root case
+            and isinstance(current, trace.Span)
+            and (parent := current.get_span_context()).is_valid
+        ):
             trace_id = parent.trace_id.to_bytes(16)
             parent_id = parent.span_id.to_bytes(8)
             trace_state = parent.trace_state.to_header() if parent.trace_state else None

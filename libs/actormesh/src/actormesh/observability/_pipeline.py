@@ -37,7 +37,6 @@ log = logging.getLogger("actormesh.observability")
 #: The instrumentation scope name actormesh's spans carry.
 SCOPE = "actormesh"
 
-_LOW_64 = (1 << 64) - 1
 #: Seconds between two warnings about the same export trouble.
 _WARN_EVERY = 60.0
 
@@ -65,10 +64,6 @@ class Sampler:
             self.bound = round(ratio * (1 << 64))
         else:
             raise ValueError(f"unknown sampler {name!r}")
-
-    def root(self, trace_id: int) -> bool:
-        """Whether a new trace with this id is sampled."""
-        return trace_id & _LOW_64 < self.bound
 
     def child(self, parent_sampled: bool, trace_id: bytes) -> bool:
         """Whether a span under a parent (local or remote) is sampled."""

@@ -56,6 +56,7 @@ from ._native import (
     PROCESS,
     SEND,
     SYSTEM,
+    mailbox_parts,
 )
 from ._pipeline import SCOPE
 
@@ -182,10 +183,10 @@ class OtelTracer:
         base, _, key = destination.rpartition(".")
         known = self._names.get(base)
         if known is None:
-            parts = base.split(".")
-            if len(parts) != 3 or parts[1] != "mbox" or not key:
+            parsed = mailbox_parts(destination)
+            if parsed is None:
                 return None
-            known = self._names[base] = (base + ".*", parts[2])
+            known = self._names[base] = parsed[:2]
             if len(self._names) > 4096:  # a bound, should someone trace arbitrary subjects
                 self._names.clear()
         return known[0], known[1], key
