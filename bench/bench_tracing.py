@@ -3,9 +3,10 @@
 "On" is the production setup, end to end: the driver's Mesh is instrumented
 (a PRODUCER span per tell, W3C context in the headers) and the worker runs
 with ``OTEL_TRACES_EXPORTER=otlp`` (a CONSUMER span per message), both
-exporting OTLP over http/protobuf with the default batch
-settings to a collector stub in this process, which stores the request
-bodies and decodes them only after the timed part (to count the spans).
+exporting OTLP over http/protobuf with the default batch settings to a
+collector stub in a process of its own (``bench.otlp_collector``), which
+stores the request bodies and decodes them only after the timed part (to
+count the spans).
 
 Every unit (one mode, one repetition) gets a fresh ``nats-server`` and a fresh
 worker process; repetitions alternate (off, on, off, on, ...) so both modes
@@ -64,54 +65,46 @@ def log(text: str) -> None:
 
 
 class Collector:
-    """OTLP/HTTP receiver: keeps bodies now, decodes later (off the clock)."""
+    """An OTLP/HTTP receiver in a process of its own, as a real collector would be.
+
+    It keeps the request bodies while the clock runs and decodes them only
+    when asked for the counts (off the clock).
+    """
 
     def __init__(self) -> None:
-        self.bodies: list[bytes] = []
         self.url = ""
-        self._runner: Any = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
-        from aiohttp import web
-
-        async def traces(request: web.Request) -> web.Response:
-            self.bodies.append(await request.read())
-            return web.Response(body=b"", content_type="application/x-protobuf")
-
-        app = web.Application(client_max_size=64 * MiB)
-        app.router.add_post("/v1/traces", traces)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in self._runner.addresses if isinstance(a, tuple))
-        self.url = f"http://127.0.0.1:{port}"
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.otlp_collector",
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), 30)
+        if not line.startswith(b"http://"):
+            raise RuntimeError(f"the collector stub did not start: {line!r}")
+        self.url = line.decode().strip()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
 
-    def take_counts(self) -> dict[str, int]:
+    async def take_counts(self) -> dict[str, int]:
         """Spans received since the last call, by kind."""
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-        from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-        counts = {"producer": 0, "consumer": 0, "other": 0}
-        for body in self.bodies:
-            req = ExportTraceServiceRequest()
-            req.ParseFromString(body)
-            for rs in req.resource_spans:
-                for ss in rs.scope_spans:
-                    for s in ss.spans:
-                        if s.kind == Span.SPAN_KIND_PRODUCER:
-                            counts["producer"] += 1
-                        elif s.kind == Span.SPAN_KIND_CONSUMER:
-                            counts["consumer"] += 1
-                        else:
-                            counts["other"] += 1
-        self.bodies.clear()
+        reader, writer = await asyncio.open_connection(*self.url[7:].split(":"))
+        writer.write(b"GET /counts HTTP/1.0\r\n\r\n")
+        body = (await reader.read()).partition(b"\r\n\r\n")[2]
+        writer.close()
+        counts: dict[str, int] = json.loads(body)
         return counts
 
 
@@ -141,13 +134,21 @@ def _worker_env(url: str, ratio: float | None, collector: Collector) -> dict[str
     return env
 
 
-def _cpu_seconds(pid: int | None = None) -> float | None:
+#: The processes whose CPU time is counted, in the order the tables show them.
+ROLES = ("driver", "worker", "broker", "collector")
+
+
+def _cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each role's process (None: this one)."""
     try:
         import psutil
     except ImportError:
-        return None
-    t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
+        return {}
+    out: dict[str, float] = {}
+    for role, pid in pids.items():
+        t = psutil.Process(pid).cpu_times()
+        out[role] = float(t.user + t.system)
+    return out
 
 
 async def one_unit(
@@ -211,12 +212,18 @@ async def one_unit(
 
             await ref.tell_many(Tick(n=i) for i in range(warmup - 1))
             await wait_for(warmup)
-            cpu_worker, cpu_driver = _cpu_seconds(proc.pid), _cpu_seconds()
+            pids = {
+                "driver": None,
+                "worker": proc.pid,
+                "broker": server.pid,
+                "collector": collector.pid,
+            }
+            cpu_before = _cpu_seconds(pids)
             started = time.time()
             await ref.tell_many(Tick(n=i) for i in range(messages))
             sent = time.time()
             done = await wait_for(warmup + messages)
-            cpu_worker_end, cpu_driver_end = _cpu_seconds(proc.pid), _cpu_seconds()
+            cpu_after = _cpu_seconds(pids)
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -235,13 +242,13 @@ async def one_unit(
         "msgs_per_s": round(messages / seconds),
         "send_msgs_per_s": round(messages / (sent - started)),
     }
-    # CPU per message is robust where wall-clock throughput is not (a shared box).
-    if cpu_worker is not None and cpu_worker_end is not None:
-        result["worker_cpu_us_per_msg"] = round((cpu_worker_end - cpu_worker) / messages * 1e6, 1)
-    if cpu_driver is not None and cpu_driver_end is not None:
-        result["driver_cpu_us_per_msg"] = round((cpu_driver_end - cpu_driver) / messages * 1e6, 1)
+    # CPU per message is steadier than wall-clock throughput on a shared box, and
+    # says where tracing's cost lands. The collector works in every mode (it idles
+    # when tracing is off).
+    for role, before in cpu_before.items():
+        result[f"{role}_cpu_us"] = round((cpu_after[role] - before) / messages * 1e6, 1)
     if ratio is not None:
-        result["spans_exported"] = collector.take_counts()
+        result["spans_exported"] = await collector.take_counts()
     return result
 
 
@@ -259,11 +266,10 @@ async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dic
                 extra = ""
                 if "spans_exported" in res:
                     extra = f", spans exported {res['spans_exported']}"
+                cpu = ", ".join(f"{r} {res[f'{r}_cpu_us']}" for r in ROLES if f"{r}_cpu_us" in res)
                 log(
                     f"      {res['msgs_per_s']:,} msg/s end to end "
-                    f"(send {res['send_msgs_per_s']:,} msg/s), CPU/msg worker "
-                    f"{res.get('worker_cpu_us_per_msg', '?')} us, driver "
-                    f"{res.get('driver_cpu_us_per_msg', '?')} us{extra}"
+                    f"(send {res['send_msgs_per_s']:,} msg/s), CPU us/msg: {cpu}{extra}"
                 )
                 units.append(res)
     finally:
@@ -273,7 +279,7 @@ async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dic
 
 def _median(units: list[dict[str, Any]], mode: str, key: str) -> float | None:
     values = [u[key] for u in units if u["mode"] == mode and key in u]
-    return statistics.median(values) if values else None
+    return round(statistics.median(values), 1) if values else None
 
 
 def summarize(
@@ -289,8 +295,11 @@ def summarize(
                 "tracing": mode if MODES[mode] is None else f"{mode} ({MODES[mode]:.0%} sampled)",
                 "msgs_per_s": rate,
                 "vs_off": round(rate / off, 3),
-                "worker_cpu_us_per_msg": _median(units, mode, "worker_cpu_us_per_msg"),
-                "driver_cpu_us_per_msg": _median(units, mode, "driver_cpu_us_per_msg"),
+                "cpu_us_per_msg": {
+                    role: value
+                    for role in ROLES
+                    if (value := _median(units, mode, f"{role}_cpu_us")) is not None
+                },
                 "runs": [u["msgs_per_s"] for u in units if u["mode"] == mode],
             }
         )
@@ -305,15 +314,19 @@ def summarize(
         "meets_target": slowdown <= TARGET_SLOWDOWN,
         "units": units,
     }
+    roles = [role for role in ROLES if role in rows[0]["cpu_us_per_msg"]]
     lines = [
-        "| tracing | msg/s (median) | vs off | worker CPU us/msg | driver CPU us/msg | runs |",
-        "|---|---|---|---|---|---|",
+        "| tracing | msg/s (median) | vs off | "
+        + "".join(f"{role} CPU us/msg | " for role in roles)
+        + "runs |",
+        "|---|---|---|" + "---|" * len(roles) + "---|",
     ]
     for r in rows:
+        cpu = r["cpu_us_per_msg"]
         lines.append(
             f"| {r['tracing']} | {r['msgs_per_s']:,.0f} | {r['vs_off']:.1%} | "
-            f"{r['worker_cpu_us_per_msg']} | {r['driver_cpu_us_per_msg']} | "
-            f"{', '.join(f'{v:,}' for v in r['runs'])} |"
+            + "".join(f"{cpu[role]:.1f} | " for role in roles)
+            + f"{', '.join(f'{v:,}' for v in r['runs'])} |"
         )
     lines += [
         "",

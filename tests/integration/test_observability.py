@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actormesh import Actor, Context, Heartbeat, Mesh, Message, Worker
 from actormesh._mailbox import ensure_mailbox
-from actormesh.observability import WorkerMetrics, instrument
+from actormesh.observability import TracingConfig, TracingPipeline, WorkerMetrics, instrument
 from actormesh.testing import NatsServer
 from tests.actors_tracing import Meter, Work
 
@@ -421,6 +421,47 @@ async def test_tell_and_ask_carry_traceparent_in_process(nats_url: str, mesh_pre
         assert hdrs["traceparent"] == (
             f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
         )
+
+
+async def test_tell_many_traces_each_message_on_its_own(nats_url: str, mesh_prefix: str) -> None:
+    batches: list[bytes] = []
+    config = TracingConfig(exporters=("otlp",))
+    pipeline = TracingPipeline(config, service_name="t", exporters=[batches.extend])
+    Probe.headers = []
+    sender = await Mesh.connect(nats_url, prefix=mesh_prefix)
+    server = await Mesh.connect(nats_url, prefix=mesh_prefix)
+    worker = Worker(server, Probe)
+    try:
+        instrument(sender, pipeline)
+        instrument(server, pipeline)
+        await worker.start()
+        await sender.ref(Probe, "p").tell_many([Seen(), Seen(), Seen()])
+
+        async def six_spans() -> list[PbSpan] | None:
+            assert pipeline.force_flush(5.0)
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(pipeline.request(batches))
+            found = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+            return found if len(found) >= 6 else None
+
+        spans = await eventually(six_spans, what="3 producer and 3 consumer spans")
+    finally:
+        await worker.drain(0.0)
+        await server.close()
+        await sender.close()
+        pipeline.shutdown()
+
+    sent = {s.span_id: s for s in spans if s.kind == PbSpan.SPAN_KIND_PRODUCER}
+    processed = [s for s in spans if s.kind == PbSpan.SPAN_KIND_CONSUMER]
+    assert len(sent) == len(processed) == 3
+    assert {s.name for s in sent.values()} == {f"tell {mesh_prefix}.mbox.probe.*"}
+    for span in processed:
+        parent = sent[span.parent_span_id]
+        assert span.trace_id == parent.trace_id
+    assert len({s.trace_id for s in processed}) == 3  # one trace per message
+    # What the handlers saw on the wire: each its own producer span's context.
+    wire = {h["traceparent"] for h in Probe.headers}
+    assert wire == {f"00-{s.trace_id.hex()}-{s.span_id.hex()}-01" for s in sent.values()}
 
 
 # -- metrics and health -----------------------------------------------------------------

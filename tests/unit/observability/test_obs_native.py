@@ -52,6 +52,8 @@ def value(v: AnyValue) -> Any:
 
 
 def attrs(span: PbSpan) -> dict[str, Any]:
+    keys = [kv.key for kv in span.attributes]
+    assert len(keys) == len(set(keys)), f"an attribute twice in {keys}"
     return {kv.key: value(kv.value) for kv in span.attributes}
 
 
@@ -169,6 +171,42 @@ def test_consumer_continues_the_trace_and_is_current(tracer: MeshTracer, spans: 
     assert child["traceparent"].split("-")[1] == consumer.trace_id.hex()
 
 
+def test_first_deliveries_and_redeliveries_carry_their_own_count(
+    tracer: MeshTracer, spans: Spans
+) -> None:
+    # The head of a first delivery is cached with its count: a redelivery of the
+    # same type to the same mailbox must not reuse it, before or after.
+    for deliveries in (1, 2, 1, 5):
+        with consume(tracer, {}, deliveries=deliveries):
+            pass
+    counts = [attrs(s)["messaging.nats.delivery_count"] for s in spans.all()]
+    assert counts == [1, 2, 1, 5]
+
+
+def test_sent_is_a_producer_span_of_no_length(tracer: MeshTracer, spans: Spans) -> None:
+    headers = {"Nats-Msg-Id": "m-9"}
+    tracer.sent(destination=MAILBOX, headers=headers, operation="tell")
+    with tracer.producer(destination=MAILBOX, headers={"Nats-Msg-Id": "m-9"}, operation="tell"):
+        pass
+    sent, scoped = spans.all()
+    assert sent.name == scoped.name
+    assert sent.kind == PbSpan.SPAN_KIND_PRODUCER
+    assert attrs(sent) == attrs(scoped)
+    assert 0 < sent.start_time_unix_nano == sent.end_time_unix_nano
+    assert headers["traceparent"] == f"00-{sent.trace_id.hex()}-{sent.span_id.hex()}-01"
+
+
+def test_sent_inside_a_handler_is_its_child(tracer: MeshTracer, spans: Spans) -> None:
+    child: dict[str, str] = {}
+    with consume(tracer, {}):
+        tracer.sent(destination="am.mbox.other.k2", headers=child, operation="tell")
+    sent, consumer = sorted(spans.all(), key=lambda s: s.kind)  # producer (4), consumer (5)
+    assert consumer.kind == PbSpan.SPAN_KIND_CONSUMER
+    assert sent.parent_span_id == consumer.span_id
+    assert sent.trace_id == consumer.trace_id
+    assert child["traceparent"].split("-")[2] == sent.span_id.hex()
+
+
 def test_tracestate_travels_with_the_trace(tracer: MeshTracer, spans: Spans) -> None:
     parent = {"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01", "tracestate": "congo=t61"}
     child: dict[str, str] = {}
@@ -190,6 +228,10 @@ def test_tracestate_travels_with_the_trace(tracer: MeshTracer, spans: Spans) -> 
         f"ff-{'ab' * 16}-{'cd' * 8}-01",  # the forbidden version
         f"00-{'zz' * 16}-{'cd' * 8}-01",  # not hex
         f"00-{'ab' * 16}-{'cd' * 8}-01-extra",  # version 00 has no more fields
+        f"00-{'AB' * 16}-{'cd' * 8}-01",  # upper case: the ids are lower-case hex
+        f"00-{'ab' * 15}a b-{'cd' * 8}-01",  # a space (bytes.fromhex would skip it)
+        f"00-{'ab' * 16}-{'cd' * 8}-1",  # flags are two digits
+        f"0-{'ab' * 16}-{'cd' * 8}-01",  # so is the version
     ],
 )
 def test_an_invalid_traceparent_starts_a_new_trace(
@@ -320,6 +362,9 @@ def test_unsampled_traces_propagate_without_spans(spans: Spans) -> None:
             pass
         version, trace_id, span_id, flags = sent["traceparent"].split("-")
         assert (version, flags) == ("00", "00")
+        pipelined: dict[str, str] = {}
+        tracer.sent(destination=MAILBOX, headers=pipelined, operation="tell")
+        assert pipelined["traceparent"].endswith("-00")
         child: dict[str, str] = {}
         with consume(tracer, sent) as scope:
             assert not scope.is_recording()

@@ -77,6 +77,16 @@ def test_producer_injects_its_own_context(
     assert span.status.status_code is StatusCode.UNSET
 
 
+def test_sent_is_a_whole_producer_span(tracer: OtelTracer, exporter: InMemorySpanExporter) -> None:
+    headers = {"Nats-Msg-Id": "m-1"}
+    tracer.sent(destination=MAILBOX, headers=headers, operation="tell")
+    span = only(exporter)
+    assert headers["traceparent"] == traceparent_of(span)
+    assert span.kind is SpanKind.PRODUCER
+    assert span.name == "tell mesh.mbox.counter.*"
+    assert span.end_time is not None
+
+
 def test_reply_spans_name_no_inbox(tracer: OtelTracer, exporter: InMemorySpanExporter) -> None:
     headers: dict[str, str] = {}
     with tracer.producer(destination="_INBOX.abc.7", headers=headers, operation="reply"):

@@ -25,6 +25,10 @@ class Tracer(Protocol):
 
         Like `consumer`, it marks the span failed when an exception leaves it."""
 
+    def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
+        """A producer span of no length, for a message sent without waiting on it
+        (`tell_many`); injects the trace context into `headers`."""
+
     def consumer(
         self,
         *,

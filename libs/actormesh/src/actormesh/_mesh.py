@@ -528,10 +528,7 @@ class ActorRef(Generic[A]):
                 payload = self._encode(msg)
                 headers = self._headers(None, None)
                 if mesh.tracer is not None:
-                    with mesh.tracer.producer(
-                        destination=self.subject, headers=headers, operation="tell"
-                    ):
-                        pass
+                    mesh.tracer.sent(destination=self.subject, headers=headers, operation="tell")
                 mesh.check_size(payload, headers, limit=self._limit)
                 pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
                 if len(pending) >= window:

@@ -17,6 +17,7 @@ another tracer is that span's child.
 from __future__ import annotations
 
 import random
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -90,7 +91,6 @@ _get_current, _attach, _detach = _context_functions()
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
-_FIRST_DELIVERY = attribute(DELIVERY_COUNT, 1)
 _LOW_64 = (1 << 64) - 1
 _REPLY = ("reply", "")
 _TRACEPARENT = Hdr.TRACEPARENT
@@ -100,9 +100,12 @@ _getrandbits = random.getrandbits
 _HEADS_MAX = 4096
 
 #: A span's fixed-size fields, with the ScopeSpans.spans tag and a two-byte length
-#: in front: trace id, span id, start and end time.
+#: in front: trace id, span id, start and end time; `_FIXED_PARENT` adds the parent
+#: span id. Packing the whole front at once is what makes a span cheap to encode.
 _FIXED = struct.Struct("<BBB2s16s2s8sBQBQ")
+_FIXED_PARENT = struct.Struct("<BBB2s16s2s8sBQBQ2s8s")
 _FIXED_LEN = _FIXED.size - 3
+_FIXED_PARENT_LEN = _FIXED_PARENT.size - 3
 
 
 def _prefixes(key: str, count: int) -> list[bytes]:
@@ -130,24 +133,77 @@ def mailbox_parts(destination: str) -> tuple[str, str, str] | None:
     return base + ".*", parts[2], key
 
 
+#: A version 00 `traceparent` (the one everybody sends), and any version: later
+#: versions may add fields after a dash, and `ff` is invalid.
+_TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
+_TRACEPARENT_ANY = re.compile(
+    r"(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?", re.DOTALL
+).fullmatch
+_SAMPLED_FLAGS = frozenset("13579bdf")
+
+
 def _parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
     """(trace id, parent span id, sampled) of a valid W3C `traceparent`, else None."""
-    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    version = value[:2]
-    if len(value) > 55 and (version == "00" or value[55] != "-"):
-        return None  # version 00 has no more fields; later ones add them after a dash
-    if version == "ff":
-        return None
-    try:
-        trace_id = bytes.fromhex(value[3:35])
-        span_id = bytes.fromhex(value[36:52])
-        flags = int(value[53:55], 16)
-    except ValueError:
-        return None
+    if _TRACEPARENT_00(value) is None:
+        match = _TRACEPARENT_ANY(value)
+        if match is None or (value[:2] == "00" and match[1]):
+            return None  # version 00 has no more fields
+    trace_id = bytes.fromhex(value[3:35])
+    span_id = bytes.fromhex(value[36:52])
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return trace_id, span_id, bool(flags & 1)
+    return trace_id, span_id, value[54] in _SAMPLED_FLAGS
+
+
+def _message_id(msg_id: str) -> bytes:
+    """The encoded message id attribute."""
+    data = msg_id.encode("utf-8", "replace")
+    if len(data) < 128:
+        return _MESSAGE_ID_PREFIX[len(data)] + data
+    return attribute(MESSAGE_ID, msg_id)
+
+
+def _encode(
+    trace_id: bytes, span_id: bytes, parent_id: bytes, start: int, end: int, rest: bytes
+) -> bytes:
+    """A `ScopeSpans.spans` entry: the fixed-size fields in one pack, then `rest`
+    (the other fields, encoded; protobuf takes fields in any order)."""
+    if parent_id:
+        size = len(rest) + _FIXED_PARENT_LEN
+        front = _FIXED_PARENT.pack(
+            0x12,
+            size & 127 | 128,
+            size >> 7,
+            b"\x0a\x10",
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            0x39,
+            start,
+            0x41,
+            end,
+            b"\x22\x08",
+            parent_id,
+        )
+    else:
+        size = len(rest) + _FIXED_LEN
+        front = _FIXED.pack(
+            0x12,
+            size & 127 | 128,
+            size >> 7,
+            b"\x0a\x10",
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            0x39,
+            start,
+            0x41,
+            end,
+        )
+    if 128 <= size < 16384:
+        return front + rest
+    # The two-byte length in front does not fit: write it as long as it is.
+    return b"\x12" + varint(size) + front[3:] + rest
 
 
 class _Span(trace.Span):
@@ -156,7 +212,6 @@ class _Span(trace.Span):
 
     __slots__ = (
         "_attach",
-        "_dynamic",
         "_ended",
         "_extra",
         "_failed",
@@ -168,7 +223,6 @@ class _Span(trace.Span):
         "_start",
         "_token",
         "parent_id",
-        "sampled",
         "span_id",
         "trace_id",
         "trace_state",
@@ -182,7 +236,6 @@ class _Span(trace.Span):
         parent_id: bytes,
         trace_state: str | None,
         head: bytes,
-        dynamic: bytes,
         msg_id: str | None,
         attach: bool,
     ) -> None:
@@ -192,11 +245,8 @@ class _Span(trace.Span):
         self.span_id = span_id
         self.parent_id = parent_id
         self.trace_state = trace_state
-        self.sampled = pipeline is not None
-        #: Name, kind and the attributes fixed by the subject, encoded.
+        #: Name, kind and the attributes known at start but the message id, encoded.
         self._head = head
-        #: Other encoded attributes, known at start.
-        self._dynamic = dynamic
         self._msg_id = msg_id
         self._attach = attach
         self._token: Token[otel_context.Context] | None = None
@@ -206,6 +256,10 @@ class _Span(trace.Span):
         self._failed = False
         self._ended = False
         self._start = time.time_ns()
+
+    @property
+    def sampled(self) -> bool:
+        return self._pipeline is not None
 
     # -- the hooks' scope ---------------------------------------------------------------
 
@@ -225,7 +279,7 @@ class _Span(trace.Span):
                 pass  # entered in another asyncio task: that context is gone anyway
             self._token = None
         # CancelledError, KeyboardInterrupt, GeneratorExit are not failures.
-        if isinstance(exc, Exception) and not self._failed:
+        if exc is not None and isinstance(exc, Exception) and not self._failed:
             self.error(exc)
         self.end()
 
@@ -255,42 +309,31 @@ class _Span(trace.Span):
         pipeline = self._pipeline
         if pipeline is None:
             return
-        end = end_time if end_time is not None else time.time_ns()
-        rest = self._head + self._dynamic
+        rest = self._head
         if self._msg_id:
-            data = self._msg_id.encode("utf-8", "replace")
-            if len(data) < 128:
-                rest += _MESSAGE_ID_PREFIX[len(data)] + data
-            else:
-                rest += attribute(MESSAGE_ID, self._msg_id)
-        if self.trace_state:
-            rest += string_field(b"\x1a", self.trace_state)
+            rest += _message_id(self._msg_id)
+        if self.trace_state or self._name is not None or self._extra:
+            rest += self._uncommon()
+        pipeline.record(
+            _encode(
+                self.trace_id,
+                self.span_id,
+                self.parent_id,
+                self._start,
+                end_time if end_time is not None else time.time_ns(),
+                rest,
+            )
+        )
+
+    def _uncommon(self) -> bytes:
+        """Trace state, a new name, and what the handler or a failure added."""
+        more = string_field(b"\x1a", self.trace_state) if self.trace_state else b""
         if self._name is not None:
             # A later field wins in protobuf: this name replaces the cached head's.
-            rest += string_field(b"\x2a", self._name)
+            more += string_field(b"\x2a", self._name)
         if self._extra:
-            rest += b"".join(self._extra)
-        if self.parent_id:
-            # Field order does not matter in protobuf: the parent may follow the rest.
-            rest += b"\x22\x08" + self.parent_id
-        size = len(rest) + _FIXED_LEN
-        fixed = _FIXED.pack(
-            0x12,
-            size & 127 | 128,
-            size >> 7,
-            b"\x0a\x10",
-            self.trace_id,
-            b"\x12\x08",
-            self.span_id,
-            0x39,
-            self._start,
-            0x41,
-            end,
-        )
-        if 128 <= size < 16384:
-            pipeline.record(fixed + rest)
-        else:
-            pipeline.record(b"\x12" + varint(size) + fixed[3:] + rest)
+            more += b"".join(self._extra)
+        return more
 
     def get_span_context(self) -> SpanContext:
         if self._span_context is None:
@@ -352,22 +395,29 @@ class _Span(trace.Span):
 class MeshTracer:
     """The `actormesh._hooks.Tracer` protocol over a `TracingPipeline`."""
 
-    __slots__ = ("_bound", "_heads", "_pipeline", "_sampler")
+    __slots__ = ("_bound", "_heads", "_parent_based", "_pipeline", "_sampler")
 
     def __init__(self, pipeline: TracingPipeline) -> None:
         self._pipeline = pipeline
         self._sampler = pipeline.sampler
         #: Encoded span heads (name, kind, fixed attributes) by what fixes them.
-        self._heads: dict[tuple[str, ...], bytes] = {}
+        self._heads: dict[tuple[str | bool, ...], bytes] = {}
         #: A root is sampled when the low 64 bits of its trace id are below this.
         self._bound = pipeline.sampler.bound
+        self._parent_based = pipeline.sampler.parent_based
 
     @property
     def pipeline(self) -> TracingPipeline:
         return self._pipeline
 
     def _head(
-        self, kind: int, operation: str, destination: str, message_type: str, actor: tuple[str, str]
+        self,
+        kind: int,
+        operation: str,
+        destination: str,
+        message_type: str = "",
+        actor: tuple[str, str] = ("", ""),
+        deliveries: int = 0,
     ) -> bytes:
         """Build (on a cache miss) the encoded name, kind and fixed attributes."""
         mailbox = mailbox_parts(destination)
@@ -381,6 +431,8 @@ class MeshTracer:
             attrs[OPERATION_NAME] = PROCESS
             attrs[ACTOR_TYPE], attrs[KEY] = actor
             attrs[MESSAGE_TYPE] = message_type
+            if deliveries:
+                attrs[DELIVERY_COUNT] = deliveries
         else:
             attrs[OPERATION_TYPE] = SEND
             attrs[OPERATION_NAME] = operation
@@ -400,25 +452,13 @@ class MeshTracer:
         head = string_field(b"\x2a", name) + b"\x30" + varint(kind)
         return head + _otlp.attributes(attrs)
 
-    def _cached_head(
-        self,
-        kind: int,
-        operation: str,
-        destination: str,
-        message_type: str = "",
-        actor: tuple[str, str] = ("", ""),
-    ) -> bytes:
-        # The destination fixes the actor type and key, so they need not be in the key.
-        cache_key = (
-            (operation, destination, message_type) if message_type else (operation, destination)
-        )
+    def _cached_head(self, cache_key: tuple[str | bool, ...], *how: Any) -> bytes:
+        """`_head(*how)`, cached under `cache_key` (what fixes it)."""
         head = self._heads.get(cache_key)
         if head is None:
             if len(self._heads) >= _HEADS_MAX:  # a bound, should keys be unbounded
                 self._heads.clear()
-            head = self._heads[cache_key] = self._head(
-                kind, operation, destination, message_type, actor
-            )
+            head = self._heads[cache_key] = self._head(*how)
         return head
 
     def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
@@ -427,7 +467,7 @@ class MeshTracer:
         if type(current) is _Span:
             trace_id, parent_id = current.trace_id, current.span_id
             trace_state = current.trace_state
-            sampled = self._sampler.child(current.sampled, trace_id)
+            sampled = self._sampler.child(current._pipeline is not None, trace_id)
         elif (
             current is not None  # before the (slower) ABC check: the common root case
             and isinstance(current, trace.Span)
@@ -442,24 +482,20 @@ class MeshTracer:
             trace_id, parent_id = number.to_bytes(16), b""
             sampled = number & _LOW_64 < self._bound
         span_id = (_getrandbits(64) or 1).to_bytes(8)
-        if not sampled:
-            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
-            if trace_state:
-                headers[_TRACESTATE] = trace_state
-            return NO_SPAN
-        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
         if trace_state:
             headers[_TRACESTATE] = trace_state
-        dynamic = b""
+        if not sampled:
+            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
+            return NO_SPAN
+        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
         if operation == "reply":
-            head = self._heads.get(_REPLY)
-            if head is None:
-                head = self._cached_head(KIND_PRODUCER, operation, "")
-            dynamic = attribute(DESTINATION, destination)
+            # Reply inboxes are per asker: the destination is not part of the head.
+            head = self._cached_head(_REPLY, KIND_PRODUCER, operation, "")
+            head += attribute(DESTINATION, destination)
         else:
-            head = self._heads.get((operation, destination))
-            if head is None:
-                head = self._cached_head(KIND_PRODUCER, operation, destination)
+            head = self._heads.get((operation, destination)) or self._cached_head(
+                (operation, destination), KIND_PRODUCER, operation, destination
+            )
         return _Span(
             self._pipeline,
             trace_id,
@@ -467,10 +503,31 @@ class MeshTracer:
             parent_id,
             trace_state,
             head,
-            dynamic,
             headers.get(_MSG_ID),
             False,
         )
+
+    def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
+        """A producer span of no length, for a message sent without waiting on it."""
+        current = _get_current().get(_SPAN_KEY)
+        if current is not None:
+            with self.producer(destination=destination, headers=headers, operation=operation):
+                return
+        number = _getrandbits(128) or 1
+        trace_id = number.to_bytes(16)
+        span_id = (_getrandbits(64) or 1).to_bytes(8)
+        if number & _LOW_64 >= self._bound:
+            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
+            return
+        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
+        rest = self._heads.get((operation, destination)) or self._cached_head(
+            (operation, destination), KIND_PRODUCER, operation, destination
+        )
+        msg_id = headers.get(_MSG_ID)
+        if msg_id:
+            rest += _message_id(msg_id)
+        now = time.time_ns()
+        self._pipeline.record(_encode(trace_id, span_id, b"", now, now, rest))
 
     def consumer(
         self,
@@ -485,9 +542,10 @@ class MeshTracer:
         raw = headers.get(_TRACEPARENT)
         parent = _parse_traceparent(raw) if raw is not None else None
         if parent is not None:
-            trace_id, parent_id, parent_sampled = parent
+            trace_id, parent_id, sampled = parent
             trace_state = headers.get(_TRACESTATE) or None
-            sampled = self._sampler.child(parent_sampled, trace_id)
+            if not self._parent_based:  # `Sampler.child`, inlined on this hot path
+                sampled = int.from_bytes(trace_id[8:]) < self._bound
         else:
             number = _getrandbits(128) or 1
             trace_id, parent_id, trace_state = number.to_bytes(16), b"", None
@@ -495,12 +553,21 @@ class MeshTracer:
         span_id = (_getrandbits(64) or 1).to_bytes(8)
         if not sampled:
             # Still current while the handler runs: its sends continue the trace.
-            return _Span(None, trace_id, span_id, parent_id, trace_state, b"", b"", None, True)
-        head = self._heads.get((PROCESS, destination, message_type))
-        if head is None:
-            head = self._cached_head(
-                KIND_CONSUMER, PROCESS, destination, message_type, (actor_type, key)
-            )
+            return _Span(None, trace_id, span_id, parent_id, trace_state, b"", None, True)
+        # A first delivery's cached head includes its delivery count; a redelivery
+        # (rare) adds its count to the head without one.
+        first = deliveries == 1
+        head = self._heads.get((PROCESS, destination, message_type, first)) or self._cached_head(
+            (PROCESS, destination, message_type, first),
+            KIND_CONSUMER,
+            PROCESS,
+            destination,
+            message_type,
+            (actor_type, key),
+            1 if first else 0,
+        )
+        if not first:
+            head += attribute(DELIVERY_COUNT, deliveries)
         return _Span(
             self._pipeline,
             trace_id,
@@ -508,7 +575,6 @@ class MeshTracer:
             parent_id,
             trace_state,
             head,
-            _FIRST_DELIVERY if deliveries == 1 else attribute(DELIVERY_COUNT, deliveries),
             headers.get(_MSG_ID),
             True,
         )

@@ -140,10 +140,14 @@ def encode_request(head: tuple[bytes, bytes], spans: Iterable[bytes]) -> bytes:
 
     `spans` are already `ScopeSpans.spans` entries (tag, length, Span).
     """
+    # One join of all the parts: a batch is hundreds of kilobytes, and nesting
+    # `field` calls would copy it once per level.
     resource, scope = head
-    scope_spans = scope + b"".join(spans)
-    resource_spans = resource + field(b"\x12", scope_spans)
-    return field(b"\x0a", resource_spans)
+    parts = [b"", resource, b"", scope, *spans]
+    scope_spans_len = len(scope) + sum(len(span) for span in spans)
+    parts[2] = b"\x12" + varint(scope_spans_len)
+    parts[0] = b"\x0a" + varint(len(resource) + len(parts[2]) + scope_spans_len)
+    return b"".join(parts)
 
 
 class ExportFailed(Exception):

@@ -191,6 +191,10 @@ class OtelTracer:
                 self._names.clear()
         return known[0], known[1], key
 
+    def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
+        with self.producer(destination=destination, headers=headers, operation=operation):
+            pass
+
     def producer(
         self, *, destination: str, headers: dict[str, str], operation: str
     ) -> _Scope | _Unsampled:
