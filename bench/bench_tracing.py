@@ -6,7 +6,10 @@ with ``OTEL_TRACES_EXPORTER=otlp`` (a CONSUMER span per message), both
 exporting OTLP over http/protobuf with the default batch settings to a
 collector stub in a process of its own (``bench.otlp_collector``), which
 stores the request bodies and decodes them only after the timed part (to
-count the spans).
+count the spans). Two more modes split the cost: "sampled" keeps 1% of the
+traces (every message still carries its context), and "header" records
+nothing and only carries a constant ``traceparent`` on every tell, which is
+what the W3C header costs nats-py and the broker before any span is made.
 
 Every unit (one mode, one repetition) gets a fresh ``nats-server`` and a fresh
 worker process; repetitions alternate (off, on, off, on, ...) so both modes
@@ -15,7 +18,7 @@ see the same conditions. A unit: warm up, then N tells pipelined with
 first publish to the worker's own timestamp of the N-th handled message
 (the actor reports on core NATS every ``STEP`` messages).
 
-``python -m bench.bench_tracing [--quick] [--messages N] [--repeats R] [--json PATH]``
+``python -m bench.bench_tracing [--quick] [--messages N] [--repeats R] [--modes ...] [--json PATH]``
 Target: throughput with tracing on at most 15% below off. Progress to stderr.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from actormesh import Actor, Context, MailboxConfig, Message
+from actormesh._hooks import NO_SPAN
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SLOWDOWN = 0.15
@@ -110,7 +114,25 @@ class Collector:
 
 #: mode -> head-sampling ratio (None: tracing off). The driver makes the root
 #: spans, so its ratio decides; the worker follows its parent (parentbased_*).
-MODES: dict[str, float | None] = {"off": None, "on": 1.0, "sampled": 0.01}
+#: "header" traces nothing and only carries a constant W3C `traceparent` header
+#: on every tell: what propagating the context costs before any span is made.
+MODES: dict[str, float | None] = {"off": None, "on": 1.0, "sampled": 0.01, "header": None}
+
+
+class HeaderOnly:
+    """The hooks' `Tracer` that adds a constant `traceparent` and records nothing."""
+
+    TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
+        headers["traceparent"] = self.TRACEPARENT
+        return NO_SPAN
+
+    def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
+        headers["traceparent"] = self.TRACEPARENT
+
+    def consumer(self, **_: Any) -> Any:
+        return NO_SPAN
 
 
 def otel_env(ratio: float, collector: Collector) -> dict[str, str]:
@@ -186,6 +208,8 @@ async def one_unit(
                 tracing = tracing_from_env(otel_env(ratio, collector), service_name="bench-driver")
                 assert tracing is not None
                 instrument(mesh, tracing)
+            elif mode == "header":
+                mesh.tracer = HeaderOnly()
             reached: dict[int, float] = {}
             progressed = asyncio.Event()
 
@@ -292,7 +316,7 @@ def summarize(
         assert rate is not None and off is not None
         rows.append(
             {
-                "tracing": mode if MODES[mode] is None else f"{mode} ({MODES[mode]:.0%} sampled)",
+                "tracing": _label(mode),
                 "msgs_per_s": rate,
                 "vs_off": round(rate / off, 3),
                 "cpu_us_per_msg": {
@@ -338,8 +362,19 @@ def summarize(
         ratio = MODES[mode]
         if ratio is not None and ratio < 1.0:
             lines.append(f"With head sampling at {ratio:.0%}: {1.0 - r['vs_off']:.1%} slower.")
+        elif mode == "header":
+            lines.append(
+                f"Carrying the traceparent header alone (no spans): {1.0 - r['vs_off']:.1%} slower."
+            )
     summary["markdown"] = "\n".join(lines)
     return summary
+
+
+def _label(mode: str) -> str:
+    ratio = MODES[mode]
+    if mode == "header":
+        return "header only (traceparent carried, no spans)"
+    return mode if ratio is None else f"{mode} ({ratio:.0%} sampled)"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

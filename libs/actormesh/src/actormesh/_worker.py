@@ -15,6 +15,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -24,7 +25,7 @@ from ._actor import Actor, ActorSpec, Context, spec_of
 from ._config import WorkerConfig
 from ._consumer import PullConsumer
 from ._errors import ActorMeshError, BadMessage, ConfigError
-from ._hooks import NO_SPAN
+from ._hooks import NO_SPAN, SpanHandle
 from ._mailbox import ensure_mailbox, ensure_system_streams
 from ._mesh import Mesh
 from ._subjects import KEYLESS
@@ -376,18 +377,24 @@ class Worker:
             await self._dead_letter(msg, code=bad.code, type_="BadMessage", message=bad.message)
             return
         tracer = self.mesh.tracer
-        scope = (
-            NO_SPAN
-            if tracer is None
-            else tracer.consumer(
-                destination=self._mailbox_subject(msg),
-                headers=headers,
-                actor_type=self.actor_type,
-                message_type=type(obj).__name__,
-                key=key,
-                deliveries=_deliveries(msg),
+        wants_context = handler.wants_context or reply_to
+        if tracer is None and not wants_context:
+            scope: AbstractContextManager[SpanHandle] = NO_SPAN
+        else:
+            # Parsed once for both the span and the handler's Context.
+            subject, deliveries = self._mailbox_subject(msg), _deliveries(msg)
+            scope = (
+                NO_SPAN
+                if tracer is None
+                else tracer.consumer(
+                    destination=subject,
+                    headers=headers,
+                    actor_type=self.actor_type,
+                    message_type=type(obj).__name__,
+                    key=key,
+                    deliveries=deliveries,
+                )
             )
-        )
         self.in_flight += 1
         started = time.perf_counter()
         ctx: Context | None = None
@@ -398,8 +405,8 @@ class Worker:
                 instance = self._instances.get(key)
                 if instance is None:
                     instance = await self._new_instance(key)
-                if handler.wants_context or reply_to:
-                    ctx = self._context(key, msg, headers, reply_to)
+                if wants_context:
+                    ctx = self._context(key, subject, deliveries, headers, reply_to)
                 result = await self._call(handler, instance, obj, ctx)
             except asyncio.CancelledError:
                 self.in_flight -= 1
@@ -432,7 +439,12 @@ class Worker:
                 log.exception("observer failed")
 
     def _context(
-        self, key: str, msg: Msg, headers: dict[str, str], reply_to: str | None
+        self,
+        key: str,
+        subject: str,
+        deliveries: int,
+        headers: dict[str, str],
+        reply_to: str | None,
     ) -> Context:
         async def reply(value: Any) -> None:
             assert reply_to is not None
@@ -442,9 +454,9 @@ class Worker:
             mesh=self.mesh,
             actor_type=self.actor_type,
             key=key,
-            subject=self._mailbox_subject(msg),
+            subject=subject,
             headers=headers,
-            deliveries=_deliveries(msg),
+            deliveries=deliveries,
             reply=reply if reply_to else None,
         )
 
@@ -828,11 +840,12 @@ def _expired(deadline: str) -> bool:
 def _deliveries(msg: Msg) -> int:
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (or the
     # 12-token form with domain and account hash).
-    parts = (msg.reply or "").split(".")
-    if len(parts) == 9:
-        return int(parts[4])
-    if len(parts) >= 12:
-        return int(parts[6])
+    reply = msg.reply or ""
+    dots = reply.count(".")
+    if dots == 8:
+        return int(reply.split(".", 5)[4])
+    if dots >= 11:
+        return int(reply.split(".", 7)[6])
     return 1
 
 
