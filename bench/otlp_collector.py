@@ -52,6 +52,10 @@ class _Http(asyncio.Protocol):
         self.bodies = bodies
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        #: (method, path, body length) of a request whose head is read, or None.
+        self.pending: tuple[str, str, int] | None = None
+        #: Where the current body starts in the buffer.
+        self.body_at = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,20 +69,25 @@ class _Http(asyncio.Protocol):
     def _one_request(self) -> bool:
         """Answer the first request in the buffer if it is all there."""
         assert self.transport is not None
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if self.pending is None:
+            # Only a request's head is searched: a body is hundreds of kilobytes.
+            end = self.buffer.find(b"\r\n\r\n", 0, 8192)
+            if end < 0:
+                return False
+            head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+            method, path, _ = head[0].split(" ", 2)
+            length = 0
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            self.pending, self.body_at = (method, path, length), end + 4
+        method, path, length = self.pending
+        if len(self.buffer) < self.body_at + length:
             return False
-        head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-        method, path, _ = head[0].split(" ", 2)
-        length = 0
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value)
-        if len(self.buffer) < end + 4 + length:
-            return False
-        body = bytes(self.buffer[end + 4 : end + 4 + length])
-        del self.buffer[: end + 4 + length]
+        body = bytes(self.buffer[self.body_at : self.body_at + length])
+        del self.buffer[: self.body_at + length]
+        self.pending = None
         if method == "POST" and path == "/v1/traces":
             self.bodies.append(body)
             self.transport.write(_OK)
