@@ -509,8 +509,9 @@ class MeshTracer:
 
     def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
         """A producer span of no length, for a message sent without waiting on it."""
-        current = _get_current().get(_SPAN_KEY)
-        if current is not None:
+        # What follows is `producer` for its commonest case (a root span to a fixed
+        # destination) without a span object: `tell_many` sends one per message.
+        if operation == "reply" or _get_current().get(_SPAN_KEY) is not None:
             with self.producer(destination=destination, headers=headers, operation=operation):
                 return
         number = _getrandbits(128) or 1
