@@ -100,12 +100,10 @@ _getrandbits = random.getrandbits
 _HEADS_MAX = 4096
 
 #: A span's fixed-size fields, with the ScopeSpans.spans tag and a two-byte length
-#: in front: trace id, span id, start and end time; `_FIXED_PARENT` adds the parent
-#: span id. Packing the whole front at once is what makes a span cheap to encode.
+#: in front: trace id, span id, start and end time. Packing the whole front at once
+#: is what makes a span cheap to encode.
 _FIXED = struct.Struct("<BBB2s16s2s8sBQBQ")
-_FIXED_PARENT = struct.Struct("<BBB2s16s2s8sBQBQ2s8s")
 _FIXED_LEN = _FIXED.size - 3
-_FIXED_PARENT_LEN = _FIXED_PARENT.size - 3
 
 
 def _prefixes(key: str, count: int) -> list[bytes]:
@@ -169,37 +167,21 @@ def _encode(
     """A `ScopeSpans.spans` entry: the fixed-size fields in one pack, then `rest`
     (the other fields, encoded; protobuf takes fields in any order)."""
     if parent_id:
-        size = len(rest) + _FIXED_PARENT_LEN
-        front = _FIXED_PARENT.pack(
-            0x12,
-            size & 127 | 128,
-            size >> 7,
-            b"\x0a\x10",
-            trace_id,
-            b"\x12\x08",
-            span_id,
-            0x39,
-            start,
-            0x41,
-            end,
-            b"\x22\x08",
-            parent_id,
-        )
-    else:
-        size = len(rest) + _FIXED_LEN
-        front = _FIXED.pack(
-            0x12,
-            size & 127 | 128,
-            size >> 7,
-            b"\x0a\x10",
-            trace_id,
-            b"\x12\x08",
-            span_id,
-            0x39,
-            start,
-            0x41,
-            end,
-        )
+        rest += b"\x22\x08" + parent_id
+    size = len(rest) + _FIXED_LEN
+    front = _FIXED.pack(
+        0x12,
+        size & 127 | 128,
+        size >> 7,
+        b"\x0a\x10",
+        trace_id,
+        b"\x12\x08",
+        span_id,
+        0x39,
+        start,
+        0x41,
+        end,
+    )
     if 128 <= size < 16384:
         return front + rest
     # The two-byte length in front does not fit: write it as long as it is.
