@@ -15,7 +15,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from actormesh import ConfigError
 from actormesh.observability import MeshTracer, TracingConfig, TracingPipeline, tracing_from_env
-from actormesh.observability._otlp import ExportFailed, HttpSender
+from actormesh.observability._otlp import (
+    ExportFailed,
+    HttpSender,
+    encode_request,
+    resource_scope,
+    string_field,
+)
 
 
 def span_bytes(n: int) -> bytes:
@@ -302,3 +308,15 @@ def test_pipeline_exports_over_http_end_to_end(
     req.ParseFromString(body)
     assert len(req.resource_spans[0].scope_spans[0].spans) == 3
     assert pipeline.stats().exported == 3
+
+
+@pytest.mark.parametrize("wrap", [list, iter], ids=["list", "iterator"])
+def test_an_export_request_holds_every_span(wrap: Callable[[list[bytes]], Any]) -> None:
+    # A span entry: the ScopeSpans.spans tag and length around a Span with a name.
+    spans = [b"\x12" + bytes([len(name) + 2]) + string_field(b"\x2a", name) for name in "abc"]
+    head = resource_scope({"service.name": "svc"}, "actormesh", "1.0")
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(encode_request(head, wrap(spans)))
+    (rs,) = req.resource_spans
+    assert rs.resource.attributes[0].value.string_value == "svc"
+    assert [s.name for s in rs.scope_spans[0].spans] == ["a", "b", "c"]

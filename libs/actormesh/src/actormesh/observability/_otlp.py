@@ -144,7 +144,7 @@ def encode_request(head: tuple[bytes, bytes], spans: Iterable[bytes]) -> bytes:
     # `field` calls would copy it once per level.
     resource, scope = head
     parts = [b"", resource, b"", scope, *spans]
-    scope_spans_len = len(scope) + sum(len(span) for span in spans)
+    scope_spans_len = sum(len(part) for part in parts[3:])  # `spans` may be an iterator
     parts[2] = b"\x12" + varint(scope_spans_len)
     parts[0] = b"\x0a" + varint(len(resource) + len(parts[2]) + scope_spans_len)
     return b"".join(parts)
