@@ -366,7 +366,8 @@ def summarize(
         "",
         f"Tracing on (every message traced): {slowdown:.1%} slower than off; "
         f"target at most {TARGET_SLOWDOWN:.0%}: "
-        f"{'met' if summary['meets_target'] else 'NOT met'}.",
+        f"{'met' if summary['meets_target'] else 'NOT met'}"
+        + (" (one repetition: a smoke run, not a measurement)." if repeats < 3 else "."),
     ]
     for mode, r in zip(modes, rows, strict=True):
         ratio = MODES[mode]
