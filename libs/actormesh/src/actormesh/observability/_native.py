@@ -131,6 +131,47 @@ def mailbox_parts(destination: str) -> tuple[str, str, str] | None:
     return base + ".*", parts[2], key
 
 
+def span_name(operation: str, destination: str, mailbox: tuple[str, str, str] | None) -> str:
+    """`<operation> <destination>`, with a mailbox's template for its subject (keys
+    are unbounded, span names must not be); a reply's inbox is not in it at all."""
+    if mailbox is not None:
+        return f"{operation} {mailbox[0]}"
+    if operation == "reply":
+        return operation
+    return f"{operation} {destination}"
+
+
+def span_attributes(
+    operation: str,
+    destination: str,
+    mailbox: tuple[str, str, str] | None,
+    *,
+    actor: tuple[str, str] = ("", ""),
+    message_type: str = "",
+    deliveries: int = 0,
+) -> dict[str, Any]:
+    """The messaging attributes of a span, but the message id: the one definition
+    both tracers use. `actor`, `message_type` and `deliveries` (0: left out) are
+    for the `process` operation."""
+    attrs: dict[str, Any] = {SYSTEM: "nats", DESTINATION: destination}
+    if operation == PROCESS:
+        attrs[DESTINATION_TEMPLATE] = mailbox[0] if mailbox is not None else destination
+        attrs[OPERATION_TYPE] = PROCESS
+        attrs[OPERATION_NAME] = PROCESS
+        attrs[ACTOR_TYPE], attrs[KEY] = actor
+        attrs[MESSAGE_TYPE] = message_type
+        if deliveries:
+            attrs[DELIVERY_COUNT] = deliveries
+        return attrs
+    attrs[OPERATION_TYPE] = SEND
+    attrs[OPERATION_NAME] = operation
+    if mailbox is not None:
+        attrs[DESTINATION_TEMPLATE], attrs[ACTOR_TYPE], attrs[KEY] = mailbox
+    elif operation == "reply":
+        attrs[DESTINATION_TEMPORARY] = True
+    return attrs
+
+
 #: A version 00 `traceparent` (the one everybody sends), and any version: later
 #: versions may add fields after a dash, and `ff` is invalid.
 _TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
@@ -394,7 +435,6 @@ class MeshTracer:
 
     def _head(
         self,
-        kind: int,
         operation: str,
         destination: str,
         message_type: str = "",
@@ -403,36 +443,20 @@ class MeshTracer:
     ) -> bytes:
         """Build (on a cache miss) the encoded name, kind and fixed attributes."""
         mailbox = mailbox_parts(destination)
-        template = mailbox[0] if mailbox is not None else destination
-        attrs: dict[str, Any] = {SYSTEM: "nats"}
-        if kind == KIND_CONSUMER:
-            name = f"{PROCESS} {template}"
-            attrs[DESTINATION] = destination
-            attrs[DESTINATION_TEMPLATE] = template
-            attrs[OPERATION_TYPE] = PROCESS
-            attrs[OPERATION_NAME] = PROCESS
-            attrs[ACTOR_TYPE], attrs[KEY] = actor
-            attrs[MESSAGE_TYPE] = message_type
-            if deliveries:
-                attrs[DELIVERY_COUNT] = deliveries
-        else:
-            attrs[OPERATION_TYPE] = SEND
-            attrs[OPERATION_NAME] = operation
-            if mailbox is not None:
-                name = f"{operation} {template}"
-                attrs[DESTINATION] = destination
-                attrs[DESTINATION_TEMPLATE] = template
-                _, attrs[ACTOR_TYPE], attrs[KEY] = mailbox
-            elif operation == "reply":
-                # Reply inboxes are per asker and short-lived: not in the name, and
-                # the destination attribute is added per span (see `producer`).
-                name = operation
-                attrs[DESTINATION_TEMPORARY] = True
-            else:
-                name = f"{operation} {destination}"
-                attrs[DESTINATION] = destination
-        head = string_field(b"\x2a", name) + b"\x30" + varint(kind)
-        return head + _otlp.attributes(attrs)
+        attrs = span_attributes(
+            operation,
+            destination,
+            mailbox,
+            actor=actor,
+            message_type=message_type,
+            deliveries=deliveries,
+        )
+        if operation == "reply":
+            # Reply inboxes are per asker: their destination is added per span.
+            del attrs[DESTINATION]
+        kind = KIND_CONSUMER if operation == PROCESS else KIND_PRODUCER
+        head = string_field(b"\x2a", span_name(operation, destination, mailbox))
+        return head + b"\x30" + varint(kind) + _otlp.attributes(attrs)
 
     def _cached_head(self, cache_key: tuple[str | bool, ...], *how: Any) -> bytes:
         """`_head(*how)`, cached under `cache_key` (what fixes it)."""
@@ -466,17 +490,16 @@ class MeshTracer:
         span_id = (_getrandbits(64) or 1).to_bytes(8)
         if trace_state:
             headers[_TRACESTATE] = trace_state
+        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-{'01' if sampled else '00'}"
         if not sampled:
-            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
             return NO_SPAN
-        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
         if operation == "reply":
             # Reply inboxes are per asker: the destination is not part of the head.
-            head = self._cached_head(_REPLY, KIND_PRODUCER, operation, "")
+            head = self._cached_head(_REPLY, operation, "")
             head += attribute(DESTINATION, destination)
         else:
             head = self._heads.get((operation, destination)) or self._cached_head(
-                (operation, destination), KIND_PRODUCER, operation, destination
+                (operation, destination), operation, destination
             )
         return _Span(
             self._pipeline,
@@ -499,12 +522,12 @@ class MeshTracer:
         number = _getrandbits(128) or 1
         trace_id = number.to_bytes(16)
         span_id = (_getrandbits(64) or 1).to_bytes(8)
-        if number & _LOW_64 >= self._bound:
-            headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-00"
+        sampled = number & _LOW_64 < self._bound
+        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-{'01' if sampled else '00'}"
+        if not sampled:
             return
-        headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-01"
         rest = self._heads.get((operation, destination)) or self._cached_head(
-            (operation, destination), KIND_PRODUCER, operation, destination
+            (operation, destination), operation, destination
         )
         msg_id = headers.get(_MSG_ID)
         if msg_id:
@@ -542,7 +565,6 @@ class MeshTracer:
         first = deliveries == 1
         head = self._heads.get((PROCESS, destination, message_type, first)) or self._cached_head(
             (PROCESS, destination, message_type, first),
-            KIND_CONSUMER,
             PROCESS,
             destination,
             message_type,

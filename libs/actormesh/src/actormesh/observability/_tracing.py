@@ -16,7 +16,6 @@ from __future__ import annotations
 import random
 import sys
 from contextvars import Token
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -41,22 +40,13 @@ from .._version import VERSION
 from .._wire import Hdr
 from ._config import TracingConfig
 from ._native import (
-    ACTOR_TYPE,
-    DELIVERY_COUNT,
-    DESTINATION,
-    DESTINATION_TEMPLATE,
-    DESTINATION_TEMPORARY,
     ERROR_CODE,
     ERROR_TYPE,
-    KEY,
     MESSAGE_ID,
-    MESSAGE_TYPE,
-    OPERATION_NAME,
-    OPERATION_TYPE,
     PROCESS,
-    SEND,
-    SYSTEM,
     mailbox_parts,
+    span_attributes,
+    span_name,
 )
 from ._pipeline import SCOPE
 
@@ -205,15 +195,11 @@ class OtelTracer:
             _inject_unsampled(headers, current)
             return _NOT_SAMPLED
         mailbox = self._mailbox(destination)
-        if mailbox is not None:
-            name = f"{operation} {mailbox[0]}"
-        elif operation == "reply":
-            # Reply inboxes are per-asker and short-lived: not a span name.
-            name = operation
-        else:
-            name = f"{operation} {destination}"
         span = self._tracer.start_span(
-            name, kind=SpanKind.PRODUCER, record_exception=False, set_status_on_exception=False
+            span_name(operation, destination, mailbox),
+            kind=SpanKind.PRODUCER,
+            record_exception=False,
+            set_status_on_exception=False,
         )
         if not span.is_recording():
             ctx = span.get_span_context()
@@ -222,19 +208,7 @@ class OtelTracer:
             span.end()
             return _NOT_SAMPLED
         # Attributes only for spans that are kept: building them is most of the cost.
-        attrs: dict[str, Any] = {
-            SYSTEM: "nats",
-            DESTINATION: destination,
-            OPERATION_TYPE: SEND,
-            OPERATION_NAME: operation,
-        }
-        if mailbox is not None:
-            template, actor_type, key = mailbox
-            attrs[DESTINATION_TEMPLATE] = template
-            attrs[ACTOR_TYPE] = actor_type
-            attrs[KEY] = key
-        elif operation == "reply":
-            attrs[DESTINATION_TEMPORARY] = True
+        attrs = span_attributes(operation, destination, mailbox)
         msg_id = headers.get(Hdr.MSG_ID)
         if msg_id:
             attrs[MESSAGE_ID] = msg_id
@@ -260,26 +234,22 @@ class OtelTracer:
                 return _Unsampled(trace.set_span_in_context(parent_span))
         parent = self._propagator.extract(headers)
         mailbox = self._mailbox(destination)
-        template = mailbox[0] if mailbox is not None else destination
         span = self._tracer.start_span(
-            f"{PROCESS} {template}",
+            span_name(PROCESS, destination, mailbox),
             context=parent,
             kind=SpanKind.CONSUMER,
             record_exception=False,
             set_status_on_exception=False,
         )
         if span.is_recording():
-            attrs: dict[str, Any] = {
-                SYSTEM: "nats",
-                DESTINATION: destination,
-                DESTINATION_TEMPLATE: template,
-                OPERATION_TYPE: PROCESS,
-                OPERATION_NAME: PROCESS,
-                ACTOR_TYPE: actor_type,
-                KEY: key,
-                MESSAGE_TYPE: message_type,
-                DELIVERY_COUNT: deliveries,
-            }
+            attrs = span_attributes(
+                PROCESS,
+                destination,
+                mailbox,
+                actor=(actor_type, key),
+                message_type=message_type,
+                deliveries=deliveries,
+            )
             msg_id = headers.get(Hdr.MSG_ID)
             if msg_id:
                 attrs[MESSAGE_ID] = msg_id
