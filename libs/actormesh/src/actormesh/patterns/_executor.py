@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar, TypeVarTuple, cast
 
 from .._retry import RetryPolicy
 from ._breaker import CircuitBreaker
+from ._deadline import DeadlineExpired, within
 from ._errors import ExecutorShutdown, QueueFull, TaskCancelled
 from ._policy import _execute
 from ._stream import Backpressure
@@ -410,13 +411,9 @@ class TaskExecutor:
         if cancel:
             self._cancel_all()
         elif timeout is not None:
-            deadline = asyncio.timeout(timeout)
             try:
-                async with deadline:
-                    await self.join()
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
+                await within(timeout, self.join())
+            except DeadlineExpired:
                 self._cancel_all()
         await self.join()
 

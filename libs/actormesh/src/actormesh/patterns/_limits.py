@@ -20,6 +20,7 @@ from typing import TypeVar, TypeVarTuple
 
 from aiolimiter import AsyncLimiter
 
+from ._deadline import DeadlineExpired, within
 from ._errors import BulkheadFull, RateLimited
 
 __all__ = ["Bulkhead", "BulkheadMetrics", "RateLimiter", "RateLimiterMetrics"]
@@ -76,20 +77,12 @@ class RateLimiter:
             if timeout is not None and timeout <= 0:
                 self._rejected += 1
                 raise RateLimited(self.name, rate=self.rate, per=self.per, timeout=0.0)
-        if timeout is None:
-            await self._limiter.acquire(amount)
-        else:
-            deadline = asyncio.timeout(timeout)
-            try:
-                async with deadline:
-                    await self._limiter.acquire(amount)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                self._rejected += 1
-                raise RateLimited(
-                    self.name, rate=self.rate, per=self.per, timeout=timeout
-                ) from None
+        try:
+            await within(timeout, self._limiter.acquire(amount))
+        except DeadlineExpired:
+            assert timeout is not None
+            self._rejected += 1
+            raise RateLimited(self.name, rate=self.rate, per=self.per, timeout=timeout) from None
         self._acquired += 1
 
     async def __aenter__(self) -> None:
@@ -181,17 +174,10 @@ class Bulkhead:
                 raise self._refuse(0.0)
         self._waiting += 1
         try:
-            if self.max_wait is None:
-                await self._sem.acquire()
-            else:
-                deadline = asyncio.timeout(self.max_wait)
-                try:
-                    async with deadline:
-                        await self._sem.acquire()
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    raise self._refuse(self.max_wait) from None
+            await within(self.max_wait, self._sem.acquire())
+        except DeadlineExpired:
+            assert self.max_wait is not None
+            raise self._refuse(self.max_wait) from None
         finally:
             self._waiting -= 1
         self._active += 1

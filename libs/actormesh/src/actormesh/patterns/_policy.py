@@ -16,7 +16,6 @@ retried in place: failing fast is the point of the breaker.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple
@@ -24,6 +23,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 from .._retry import RetryPolicy
 from .._retry import retry as _retry_loop  # `retry` is a parameter name below
 from ._breaker import BreakerConfig, CircuitBreaker
+from ._deadline import DeadlineExpired, within
 from ._errors import CircuitOpen, TaskTimeout
 
 __all__ = ["POLICY_ATTR", "HandlerPolicy", "policy", "policy_of", "run_with_policy"]
@@ -150,21 +150,17 @@ async def _attempt(
 ) -> T:
     permit = breaker.admit() if breaker is not None else None
     try:
-        if timeout is None:
+        if timeout is None:  # every executor task without one: no coroutine around fn
             result = await fn(*args)
         else:
-            deadline = asyncio.timeout(timeout)
             try:
-                async with deadline:
-                    result = await fn(*args)
-            except TimeoutError as exc:
-                # Only our own deadline becomes TaskTimeout; a TimeoutError
-                # raised by `fn` itself is its own failure.
-                if not deadline.expired():
-                    raise
+                result = await within(timeout, fn(*args))
+            except DeadlineExpired as expired:
+                # Only our own deadline becomes TaskTimeout; a TimeoutError raised
+                # by `fn` itself is its own failure (`within` lets it through).
                 if observer is not None:
                     observer.timed_out()
-                raise TaskTimeout(timeout, task=task) from exc
+                raise TaskTimeout(timeout, task=task) from expired.__cause__
     except BaseException as exc:
         if observer is not None and isinstance(exc, Exception):
             observer.attempt_failed(exc)

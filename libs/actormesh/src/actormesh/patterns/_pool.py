@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, TypeVar
 
+from ._deadline import DeadlineExpired, within
 from ._errors import PoolClosed, PoolExhausted
 
 __all__ = ["Pool", "PoolConfig", "PoolMetrics"]
@@ -319,23 +320,22 @@ class Pool(Generic[T]):
     async def _wait(self, limit: float | None) -> T | _Slot:
         waiter: asyncio.Future[T | _Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        deadline = asyncio.timeout(limit)
         try:
-            async with deadline:
-                try:
-                    return await waiter
-                except asyncio.CancelledError:
-                    if waiter.done() and not waiter.cancelled():
-                        # Handed something and cancelled at once: pass it on.
-                        self._hand_back(waiter.result())
-                    raise
-        except TimeoutError:
-            if not deadline.expired():
-                raise
+            return await within(limit, self._await(waiter))
+        except DeadlineExpired:
             self._timeouts += 1
             raise PoolExhausted(
                 self.config.name, max_size=self.config.max_size, timeout=limit or 0.0
             ) from None
+
+    async def _await(self, waiter: asyncio.Future[T | _Slot]) -> T | _Slot:
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed something and cancelled at once: pass it on.
+                self._hand_back(waiter.result())
+            raise
 
     def _hand_back(self, got: T | _Slot) -> None:
         if got is _Slot.FREE:

@@ -23,6 +23,7 @@ from types import TracebackType
 
 import aiorwlock
 
+from ._deadline import DeadlineExpired, within
 from ._errors import LockOrderViolation, LockTimeout
 
 __all__ = ["CountdownLatch", "OrderedLock", "RWLock", "acquire_ordered"]
@@ -47,16 +48,10 @@ class _Held:
 
     async def __aenter__(self) -> None:
         core = self._lock._rw.reader if self._side == "read" else self._lock._rw.writer
-        if self._timeout is None:
-            await core.acquire()
-            return
-        deadline = asyncio.timeout(self._timeout)
         try:
-            async with deadline:
-                await core.acquire()
-        except TimeoutError:
-            if not deadline.expired():
-                raise
+            await within(self._timeout, core.acquire())
+        except DeadlineExpired:
+            assert self._timeout is not None
             raise LockTimeout(f"{self._lock.name}:{self._side}", timeout=self._timeout) from None
 
     async def __aexit__(
@@ -193,17 +188,11 @@ class OrderedLock:
                     self.name, order=self.order, held=top.name, held_order=top.order
                 )
         limit = self.timeout if timeout is _UNSET else timeout
-        if limit is None:
-            await self._lock.acquire()
-        else:
-            deadline = asyncio.timeout(limit)
-            try:
-                async with deadline:
-                    await self._lock.acquire()
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                raise LockTimeout(self.name, timeout=limit) from None
+        try:
+            await within(limit, self._lock.acquire())
+        except DeadlineExpired:
+            assert limit is not None
+            raise LockTimeout(self.name, timeout=limit) from None
         _HELD.set((asyncio.current_task(), (*held, self)))
 
     def release(self) -> None:
