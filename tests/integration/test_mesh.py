@@ -425,3 +425,33 @@ async def test_unknown_message_class_for_a_typed_ref(mesh: Mesh) -> None:
         with pytest.raises(RemoteError) as info:
             await mesh.ref(Counter, "u").ask(Wrong())
         assert info.value.code == "bad_message"
+
+
+async def test_headers_cross_the_wire_as_nats_py_writes_and_reads_them(
+    mesh: Mesh, nats_url: str
+) -> None:
+    """The mesh's one-pass header code and a stock nats-py client agree on the wire."""
+    from actormesh._nats import Client
+
+    assert type(mesh.nc) is Client
+    headers = {"Nats-Msg-Id": "m-1", "k": " padded\r\nvalue ", "unicode": "naïve ☃"}
+    expected = {"Nats-Msg-Id": "m-1", "k": "padded  value", "unicode": "naïve ☃"}
+    stock = await nats.connect(nats_url)
+    try:
+        subject = f"hdr.{mesh.subjects.prefix}"
+        seen_by_stock = await stock.subscribe(subject)
+        seen_by_mesh = await mesh.nc.subscribe(subject)
+        await stock.flush()
+        await mesh.nc.flush()
+        await mesh.nc.publish(subject, b"from mesh", headers=headers)
+        await mesh.nc.flush()
+        await stock.publish(subject, b"from stock", headers=headers)
+        await stock.flush()
+        for sub in (seen_by_stock, seen_by_mesh):
+            got = {}
+            for _ in range(2):
+                msg = await sub.next_msg(timeout=5)
+                got[msg.data] = msg.headers
+            assert got == {b"from mesh": expected, b"from stock": expected}
+    finally:
+        await stock.close()

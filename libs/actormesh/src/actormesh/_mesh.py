@@ -34,6 +34,7 @@ from ._errors import (
     RemoteError,
 )
 from ._hooks import NO_SPAN, Tracer
+from ._nats import Client
 from ._retry import RetryPolicy
 from ._retry import retry as _retry_loop
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
@@ -165,7 +166,8 @@ class Mesh:
             # nats-py retries a failed first connect forever when reconnects are
             # unlimited; bound it so a missing broker is reported, not waited on.
             async with asyncio.timeout(connect_wait):
-                nc = await nats.connect(
+                nc = Client()
+                await nc.connect(
                     servers,
                     reconnected_cb=on_reconnected,
                     disconnected_cb=on_disconnected,

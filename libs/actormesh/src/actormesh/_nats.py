@@ -1,0 +1,149 @@
+"""The NATS client a `Mesh` connects with: nats-py's, with message headers
+written and read in one pass.
+
+nats-py builds a header block line by line (a regular expression, two strips,
+a translate and three buffer extends per header) and parses one the same way
+(a generator over each name's characters), which makes a message with three
+headers cost about five times one without. Every actormesh message carries
+headers (message id, sender, trace context), so `Client` does the same work in
+one pass over the common case and hands anything else to nats-py:
+
+- writing, the bytes are exactly nats-py's (names stripped and checked against
+  the same token rule, values stripped, CR and LF in them turned to spaces);
+- reading, an all-ASCII block whose names are all tokens is parsed here, to
+  the dict nats-py would return; a status line (`NATS/1.0 503`), non-ASCII
+  bytes or an odd name go to nats-py's own parser.
+
+These overrides use two private methods of nats-py's client
+(`_send_publish`, `_process_headers`); `tests/unit/test_nats_headers.py`
+checks their signatures and compares both directions, byte for byte and dict
+for dict, with nats-py's own code, so an upgrade that changes them fails there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nats.aio.client import Client as _NatsClient
+from nats.errors import BadHeaderError
+from nats.protocol.command import pub_cmd
+
+__all__ = ["Client", "NotCommon", "header_block", "parse_header_block"]
+
+#: nats-py's rule for a header name (an RFC 7230 token).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+#: Names seen to be tokens: a token needs no strip and no second check.
+_TOKENS: set[str] = set()
+_TOKENS_MAX = 1024
+#: What `bytes.strip()` strips: nats-py strips names and values as bytes.
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_PREFIX = "NATS/1.0\r\n"
+#: Where a header block's lines start, after `NATS/1.0\r\n`.
+_LINES_AT = len(_PREFIX)
+#: A status line has a space after `NATS/1.0`.
+_STATUS_AT = len("NATS/1.0")
+_SPACE = ord(" ")
+
+
+def _token(name: str) -> str | None:
+    """`name` stripped, if it is a valid header name; None to skip an empty one."""
+    key = name.strip()
+    if not key:
+        return None
+    if _TOKEN(key) is None:
+        raise BadHeaderError(key)
+    if len(_TOKENS) >= _TOKENS_MAX:  # a bound, should names be unbounded
+        _TOKENS.clear()
+    _TOKENS.add(key)
+    return key
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """The NATS header block nats-py would write for `headers`.
+
+    Raises `nats.errors.BadHeaderError` for a name that is not a token.
+    """
+    parts = [_PREFIX]
+    for name, value in headers.items():
+        key = name if name in _TOKENS else _token(name)
+        if key is None:
+            continue
+        value = value.strip()
+        if "\r" in value or "\n" in value:
+            value = value.translate(_NEWLINES)
+        parts += key, ": ", value, "\r\n"
+    parts.append("\r\n")
+    return "".join(parts).encode()
+
+
+class NotCommon(ValueError):
+    """A header block `parse_header_block` leaves to nats-py's parser."""
+
+
+def parse_header_block(block: bytes) -> dict[str, str] | None:
+    """The headers nats-py would read from `block`, if it is all ASCII, has no
+    status line and only token names; else raises `NotCommon`."""
+    if len(block) <= _STATUS_AT or block[_STATUS_AT] == _SPACE or not block.isascii():
+        raise NotCommon
+    out: dict[str, str] = {}
+    for line in block[_LINES_AT:].decode("ascii").split("\r\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if name not in _TOKENS:
+            name = name.strip(_ASCII_SPACE)
+            if name not in _TOKENS:
+                if _TOKEN(name) is None:
+                    raise NotCommon  # nats-py's rules for odd names are its own
+                if len(_TOKENS) >= _TOKENS_MAX:
+                    _TOKENS.clear()
+                _TOKENS.add(name)
+        out[name] = value.strip(_ASCII_SPACE)
+    return out or None
+
+
+class Client(_NatsClient):
+    """nats-py's client, writing and reading message headers in one pass."""
+
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        if not subject:
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        if headers is None:
+            cmd = pub_cmd(subject, reply, payload)
+        else:
+            block = header_block(headers)
+            cmd = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                len(block),
+                len(block) + len(payload),
+                block,
+                payload,
+            )
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(cmd)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    async def _process_headers(self, headers: Any) -> dict[str, str] | None:
+        if not headers:
+            return None
+        try:
+            return parse_header_block(headers)
+        except NotCommon:
+            result: dict[str, str] | None = await super()._process_headers(headers)
+            return result

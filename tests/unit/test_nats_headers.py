@@ -1,0 +1,150 @@
+"""`actormesh._nats.Client` writes and reads headers exactly as nats-py does.
+
+Both directions are compared with nats-py's own code (the base class's
+methods), over hand-picked edge cases and a seeded fuzz, so an upgrade of
+nats-py that changes either side fails here rather than on the wire.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.errors import BadHeaderError, BadSubjectError
+
+from actormesh._nats import Client, NotCommon, parse_header_block
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("method", ["_send_publish", "_process_headers"])
+def test_overrides_keep_the_signature_of_nats_py(method: str) -> None:
+    ours = inspect.signature(getattr(Client, method))
+    theirs = inspect.signature(getattr(NatsClient, method))
+    assert list(ours.parameters) == list(theirs.parameters)
+
+
+def _capturing(cls: type[NatsClient]) -> tuple[NatsClient, list[bytes]]:
+    """A client of `cls` whose commands are kept instead of sent."""
+    nc = cls()
+    sent: list[bytes] = []
+
+    async def keep(cmd: bytes, priority: bool = False) -> None:
+        sent.append(cmd)
+
+    nc._send_command = keep  # type: ignore[method-assign]
+    return nc, sent
+
+
+WRITTEN: list[dict[str, str] | None] = [
+    None,
+    {},
+    {"Nats-Msg-Id": "abc-1", "Am-Sender": "driver", "traceparent": TRACEPARENT},
+    {"k": "  padded value \t"},
+    {"k": "line\r\nbreak\rand\nmore"},
+    {"  spaced-name  ": "v"},
+    {"": "empty name is skipped", "   ": "so is a blank one"},
+    {"unicode": "naïve ☃ 値"},
+    {"empty": ""},
+    {"x": "1", "X": "2"},
+    {"name\u00a0": "stripped as str, as nats-py does"},
+]
+
+
+@pytest.mark.parametrize("headers", WRITTEN)
+async def test_writes_the_bytes_nats_py_writes(headers: dict[str, str] | None) -> None:
+    ours, ours_sent = _capturing(Client)
+    theirs, theirs_sent = _capturing(NatsClient)
+    for nc in (ours, theirs):
+        await nc._send_publish("am.mbox.t.k", "_INBOX.x.1", b"payload", 7, headers)
+    assert ours_sent == theirs_sent
+    assert ours.stats["out_msgs"] == theirs.stats["out_msgs"] == 1
+    assert ours.stats["out_bytes"] == theirs.stats["out_bytes"] == 7
+
+
+@pytest.mark.parametrize("name", ["bad name", "colon:name", "ключ", "tab\tname", "a\r\nb"])
+async def test_refuses_the_names_nats_py_refuses(name: str) -> None:
+    for cls in (Client, NatsClient):
+        nc, sent = _capturing(cls)
+        with pytest.raises(BadHeaderError):
+            await nc._send_publish("s", "", b"", 0, {name: "v"})
+        assert sent == []
+
+
+async def test_an_empty_subject_is_refused_by_nats_py() -> None:
+    nc, sent = _capturing(Client)
+    with pytest.raises(BadSubjectError):
+        await nc._send_publish("", "", b"", 0, {"k": "v"})
+    assert sent == []
+
+
+READ: list[bytes] = [
+    b"",
+    b"NATS/1.0\r\n\r\n",
+    f"NATS/1.0\r\nNats-Msg-Id: abc\r\nAm-Sender: d\r\ntraceparent: {TRACEPARENT}\r\n\r\n".encode(),
+    b"NATS/1.0\r\nk:v\r\nk2:\tv2 \r\n\r\n",
+    b"NATS/1.0\r\n  k  :  v  \r\n\r\n",
+    b"NATS/1.0\r\nno colon here\r\nk: v\r\n\r\n",
+    b"NATS/1.0\r\n: empty name\r\n\r\n",
+    b"NATS/1.0\r\nbad name: v\r\nk: v\r\n\r\n",
+    b"NATS/1.0\r\nk: a\r\nk: b\r\n\r\n",
+    b"NATS/1.0\r\nk: a: b: c\r\n\r\n",
+    b"NATS/1.0\r\nk: lone\nnewline\r\n\r\n",
+    b"NATS/1.0\r\nk\x1c: v\r\n\r\n",
+    b"NATS/1.0\r\nk: \x1cv\x1c\r\n\r\n",
+    "NATS/1.0\r\nk: naïve\r\n\r\n".encode(),
+    b"NATS/1.0\r\nk: \xff\xfe\r\n\r\n",
+    b"NATS/1.0 503\r\n\r\n",
+    b"NATS/1.0 404 No Messages\r\n\r\n",
+    b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 5\r\nNats-Last-Stream: 7\r\n\r\n",
+    b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\nNats-Pending-Bytes: 0\r\n\r\n",
+    b"NATS/1.0",
+]
+
+
+async def _read(cls: type[NatsClient], block: bytes) -> object:
+    """What a client of `cls` makes of `block`: the headers, or the error's type."""
+    try:
+        return await cls()._process_headers(block)
+    except Exception as exc:  # a truncated block raises in nats-py: so must ours
+        return type(exc)
+
+
+@pytest.mark.parametrize("block", READ)
+async def test_reads_the_headers_nats_py_reads(block: bytes) -> None:
+    assert await _read(Client, block) == await _read(NatsClient, block)
+
+
+async def test_reads_like_nats_py_on_fuzzed_blocks() -> None:
+    rng = random.Random(20261124)
+    alphabet = ["a", "B", "-", "_", ":", " ", "\t", "\r", "\n", "\r\n", "\x0b", "\x1c", "é", "1"]
+    common = 0
+    for _ in range(3000):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+            for _ in range(rng.randint(0, 4))
+        ]
+        block = ("NATS/1.0\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode()
+        assert await _read(Client, block) == await _read(NatsClient, block), block
+        try:
+            parse_header_block(block)
+            common += 1
+        except NotCommon:
+            pass
+    # The fuzz reached both paths: the one-pass parser and nats-py's.
+    assert 100 < common < 3000
+
+
+def test_parse_takes_the_common_case_and_leaves_the_rest() -> None:
+    assert parse_header_block(b"NATS/1.0\r\nA: 1\r\nb:2\r\n\r\n") == {"A": "1", "b": "2"}
+    assert parse_header_block(b"NATS/1.0\r\n\r\n") is None
+    odd_blocks = [
+        b"NATS/1.0 503\r\n\r\n",
+        "NATS/1.0\r\nk: é\r\n\r\n".encode(),
+        b"NATS/1.0\r\na b: c\r\n\r\n",
+    ]
+    for odd in odd_blocks:
+        with pytest.raises(NotCommon):
+            parse_header_block(odd)
