@@ -15,12 +15,17 @@ Every unit (one mode, one repetition) gets a fresh ``nats-server`` and a fresh
 worker process; repetitions alternate (off, on, off, on, ...) so both modes
 see the same conditions, and each mode is compared with the "off" unit of
 its own repetition (the median of those ratios is the result). A unit: warm
-up, then N tells pipelined with ``tell_many`` to a keyless actor (handlers
-run concurrently), timed from the first publish to the worker's own
-timestamp of the N-th handled message (the actor reports on core NATS every
-``STEP`` messages).
+up, then N tells to a keyless actor (handlers run concurrently), timed from
+the first publish to the worker's own timestamp of the N-th handled message
+(the actor reports on core NATS every ``STEP`` messages).
 
-``python -m bench.bench_tracing [--quick] [--messages N] [--repeats R] [--modes ...] [--json PATH]``
+The driver sends in two ways, each measured on its own (``--api``): pipelined
+with ``tell_many`` (up to 1024 PubAcks awaited at once, the fastest way in,
+where tracing's cost weighs most), and ``tell`` from 64 concurrent senders,
+each awaiting its PubAck (a span per tell from publish to PubAck).
+
+``python -m bench.bench_tracing [--quick] [--messages N] [--repeats R] [--modes ...]
+[--api tell_many,tell] [--json PATH]``
 Target: throughput with tracing on at most 15% below off. Progress to stderr.
 """
 
@@ -175,8 +180,27 @@ def _cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     return out
 
 
+#: How the driver sends: pipelined (`tell_many`, one PubAck window), or
+#: `SENDERS` tasks each awaiting the PubAck of its `tell` before the next.
+APIS = ("tell_many", "tell")
+SENDERS = 64
+
+
+async def send(ref: Any, count: int, api: str) -> None:
+    if api == "tell_many":
+        await ref.tell_many(Tick(n=i) for i in range(count))
+        return
+    numbers = iter(range(count))  # shared: each sender takes the next number
+
+    async def sender() -> None:
+        for i in numbers:
+            await ref.tell(Tick(n=i))
+
+    await asyncio.gather(*(sender() for _ in range(SENDERS)))
+
+
 async def one_unit(
-    mode: str, messages: int, warmup: int, collector: Collector, unit: int
+    mode: str, messages: int, warmup: int, collector: Collector, unit: int, api: str
 ) -> dict[str, Any]:
     from actormesh import Mesh
     from actormesh.observability import instrument, tracing_from_env
@@ -236,7 +260,7 @@ async def one_unit(
                     await asyncio.wait_for(progressed.wait(), 120)
                 return reached[count]
 
-            await ref.tell_many(Tick(n=i) for i in range(warmup - 1))
+            await send(ref, warmup - 1, api)
             await wait_for(warmup)
             pids = {
                 "driver": None,
@@ -246,7 +270,7 @@ async def one_unit(
             }
             cpu_before = _cpu_seconds(pids)
             started = time.time()
-            await ref.tell_many(Tick(n=i) for i in range(messages))
+            await send(ref, messages, api)
             sent = time.time()
             done = await wait_for(warmup + messages)
             cpu_after = _cpu_seconds(pids)
@@ -262,6 +286,7 @@ async def one_unit(
     seconds = done - started
     result: dict[str, Any] = {
         "mode": mode,
+        "api": api,
         "sampling": ratio,
         "messages": messages,
         "seconds": round(seconds, 3),
@@ -278,7 +303,9 @@ async def one_unit(
     return result
 
 
-async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dict[str, Any]:
+async def run(
+    messages: int, warmup: int, repeats: int, modes: list[str], api: str
+) -> dict[str, Any]:
     collector = Collector()
     await collector.start()
     units: list[dict[str, Any]] = []
@@ -287,8 +314,8 @@ async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dic
         for rep in range(repeats):
             for mode in modes:
                 unit += 1
-                log(f"  [{rep + 1}/{repeats}] tracing {mode}: {messages:,} tells ...")
-                res = await one_unit(mode, messages, warmup, collector, unit)
+                log(f"  [{rep + 1}/{repeats}] tracing {mode}: {messages:,} messages by {api} ...")
+                res = await one_unit(mode, messages, warmup, collector, unit, api)
                 res["repeat"] = rep
                 extra = ""
                 if "spans_exported" in res:
@@ -301,7 +328,7 @@ async def run(messages: int, warmup: int, repeats: int, modes: list[str]) -> dic
                 units.append(res)
     finally:
         await collector.stop()
-    return summarize(units, messages, repeats, modes)
+    return summarize(units, messages, repeats, modes, api)
 
 
 def _median(units: list[dict[str, Any]], mode: str, key: str) -> float | None:
@@ -310,7 +337,7 @@ def _median(units: list[dict[str, Any]], mode: str, key: str) -> float | None:
 
 
 def summarize(
-    units: list[dict[str, Any]], messages: int, repeats: int, modes: list[str]
+    units: list[dict[str, Any]], messages: int, repeats: int, modes: list[str], api: str
 ) -> dict[str, Any]:
     # Each mode against off of the same repetition: the machine's speed drifts
     # between repetitions far more than between two neighbouring units.
@@ -339,6 +366,7 @@ def summarize(
     on = rows[modes.index("on")]
     slowdown = round(1.0 - on["vs_off"], 3)
     summary: dict[str, Any] = {
+        "api": api,
         "messages": messages,
         "repeats": repeats,
         "rows": rows,
@@ -364,6 +392,7 @@ def summarize(
         )
     lines += [
         "",
+        f"Sent by {_API_TEXT[api]}.",
         f"Tracing on (every message traced): {slowdown:.1%} slower than off; "
         f"target at most {TARGET_SLOWDOWN:.0%}: "
         f"{'met' if summary['meets_target'] else 'NOT met'}"
@@ -377,6 +406,12 @@ def summarize(
             lines.append(f"Carrying the traceparent header alone: {_slower(r['vs_off'])}.")
     summary["markdown"] = "\n".join(lines)
     return summary
+
+
+_API_TEXT = {
+    "tell_many": "`tell_many` (pipelined, up to 1024 PubAcks awaited at once)",
+    "tell": f"`tell` from {SENDERS} concurrent senders, each awaiting its PubAck",
+}
 
 
 def _slower(vs_off: float) -> str:
@@ -404,6 +439,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=",".join(MODES),
         help=f"comma list of {', '.join(MODES)} (off and on are needed for the ratio)",
     )
+    p.add_argument(
+        "--api",
+        default=",".join(APIS),
+        help=f"comma list of {', '.join(APIS)}: how the driver sends (pipelined, or "
+        f"{SENDERS} senders each awaiting its tell); each is measured on its own",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the result here")
     args = p.parse_args(argv)
     messages = args.messages // 10 if args.quick else args.messages
@@ -412,14 +453,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not {"off", "on"} <= set(modes) or not set(modes) <= set(MODES):
         p.error(f"--modes: give off, on and optionally sampled (got {args.modes!r})")
-    log(f"bench_tracing: {messages:,} tells x {repeats} repeats per mode, warm-up {warmup:,}")
+    apis = [a.strip() for a in args.api.split(",") if a.strip()]
+    if not apis or not set(apis) <= set(APIS):
+        p.error(f"--api: give {' and/or '.join(APIS)} (got {args.api!r})")
     try:
         import uvloop  # the CLI's loop too: measure what the worker runs on
     except ImportError:
-        result = asyncio.run(run(messages, warmup, repeats, modes))
+        runner: Any = asyncio.run
     else:
-        result = uvloop.run(run(messages, warmup, repeats, modes))
-    log(result["markdown"])
+        runner = uvloop.run
+    by_api: dict[str, Any] = {}
+    for api in apis:
+        log(
+            f"bench_tracing: {messages:,} messages by {api} x {repeats} repeats per mode, "
+            f"warm-up {warmup:,}"
+        )
+        by_api[api] = runner(run(messages, warmup, repeats, modes, api))
+        log(by_api[api]["markdown"])
+    first = by_api[apis[0]]
+    result = {
+        **{k: v for k, v in first.items() if k != "markdown"},
+        "by_api": {api: {k: v for k, v in r.items() if k != "units"} for api, r in by_api.items()},
+        "markdown": "\n\n".join(r["markdown"] for r in by_api.values()),
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
