@@ -191,3 +191,32 @@ async def test_supervisor_restarted_mid_run_adopts_workers_without_double_starts
                     sp.kill()
                     await sp.wait()
             kill_quietly(pids)
+
+
+async def test_supervisor_stops_while_its_broker_is_frozen(
+    mesh_prefix: str, tmp_path: Path
+) -> None:
+    """A broker that takes nothing (SIGSTOP) must not keep the supervisor from
+    exiting: each step of `stop` gives up in time, and the workers are stopped."""
+    from actormesh.testing import NatsServer, ServerConfig
+
+    server = NatsServer(ServerConfig(store_dir=tmp_path / "nats"))
+    await server.start()
+    frozen = False
+    try:
+        mf = meshfile(mesh_prefix, [{"name": "g", "children": [child("ledger")]}])
+        sup = Supervisor(options(server.url, mesh_prefix, tmp_path, mf))
+        await sup.start()
+        pid = sup.slots["ledger-1"].pid
+        assert pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        frozen = True
+        # Far above the sum of the bounded steps; unbounded, this waited forever.
+        async with asyncio.timeout(90):
+            await sup.stop()
+        assert sup.status == "stopped"
+        assert pid_gone(pid)
+    finally:
+        if frozen:
+            os.kill(server.pid, signal.SIGCONT)
+        await server.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -186,7 +188,7 @@ async def test_broker_killed_and_restarted_under_load_worker_resumes(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
-        await mesh.close()
+        await mesh.close(timeout=2.0)
 
 
 def test_worker_exits_cleanly_with_clear_error_when_no_broker(
@@ -202,3 +204,37 @@ def test_worker_exits_cleanly_with_clear_error_when_no_broker(
     assert out.returncode == 1
     assert b"cannot connect to NATS at nats://127.0.0.1:1" in out.stderr
     assert b"Traceback" not in out.stderr
+
+
+async def test_close_drops_the_connection_of_a_frozen_broker(own_broker: NatsServer) -> None:
+    """nats-py's drain ignores cancellation and its close waits for the socket to
+    take every unsent byte: with the broker frozen (SIGSTOP) and megabytes queued,
+    `Mesh.close` must still return, with the connection closed."""
+    pid = own_broker.pid
+    assert pid is not None
+    mesh = await Mesh.connect(own_broker.url, prefix="frozen")
+    await mesh.nc.subscribe("frozen.in", cb=_ignore)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def flood() -> None:
+            chunk = b"x" * 512 * 1024
+            while True:  # blocks once the socket and nats-py's buffer are full
+                await mesh.nc.publish("frozen.in", chunk)
+
+        flooding = asyncio.ensure_future(flood())
+        await asyncio.sleep(0.5)
+        # The bound is far above close's own deadline; before, this took drain_timeout
+        # (30s) plus a flush timeout, or for ever with the socket full.
+        async with asyncio.timeout(20):
+            await mesh.close(timeout=2.0)
+        assert mesh.nc.is_closed
+        flooding.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await flooding
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def _ignore(msg: object) -> None:
+    return None

@@ -196,15 +196,36 @@ class Mesh:
             self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain and close the connection (if `connect` made it), within `timeout`
+        seconds: a broker that takes nothing more gets its connection dropped."""
         for fut in self._waiters.values():
             if not fut.done():
                 fut.cancel()
         self._waiters.clear()
-        if self._owns_connection and not self.nc.is_closed:
+        if not self._owns_connection or self.nc.is_closed:
+            return
+        # In a task of its own, waited on with a deadline: nats-py's drain swallows a
+        # cancellation (so `asyncio.timeout` cannot stop it), and its close waits
+        # for the socket to take the unsent bytes, which a stuck broker never does.
+        closing = asyncio.ensure_future(self._drain_and_close())
+        done, _ = await asyncio.wait({closing}, timeout=timeout)
+        if done:
+            return
+        log.warning("the NATS connection did not drain within %gs: dropping it", timeout)
+        _abort(self.nc)
+        # With the socket gone nothing in nats-py's close can block any more.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.nc.close()
+        if not closing.done():
+            closing.cancel()
+
+    async def _drain_and_close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        if not self.nc.is_closed:
             with contextlib.suppress(Exception):
-                await self.nc.drain()
-            if not self.nc.is_closed:
                 await self.nc.close()
 
     async def __aenter__(self) -> Mesh:
@@ -310,12 +331,13 @@ class Mesh:
         if fut.done() and not fut.cancelled():
             # Pipelined sends mostly find their PubAck already here: skip the timer.
             return self._parse_puback(subject, fut.result())
+        limit = timeout if timeout is not None else self.publish_timeout
         try:
-            async with asyncio.timeout(timeout if timeout is not None else self.publish_timeout):
+            async with asyncio.timeout(limit):
                 msg = await fut
         except TimeoutError:
             raise BrokerUnavailable(
-                f"no PubAck for {subject} within {self.publish_timeout}s: the broker is "
+                f"no PubAck for {subject} within {limit:g}s: the broker is "
                 "unreachable or overloaded; retrying with the same msg_id is safe"
             ) from None
         finally:
@@ -433,6 +455,15 @@ class Mesh:
 
     async def flush(self, timeout: float = 5.0) -> None:
         await self.nc.flush(max(1, round(timeout)))
+
+
+def _abort(nc: NATS) -> None:
+    """Drop the connection's socket now, unsent bytes and all (nats-py has no API
+    for it: this reaches the asyncio transport under its TCP transport)."""
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    transport = getattr(writer, "transport", None)
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
 
 
 class ActorRef(Generic[A]):

@@ -49,6 +49,9 @@ _decode_ctl = msgspec.json.Decoder(ControlReply).decode
 
 #: Events kept for the timeline (and read back from the stream at start).
 TIMELINE = 1000
+#: Seconds an event's publish may take; a step of `stop` may take STOP_STEP.
+EVENT_TIMEOUT = 2.0
+STOP_STEP = 5.0
 #: Heartbeats of workers nobody supervises are forgotten after this long.
 FORGET_AFTER = 600.0
 
@@ -194,11 +197,9 @@ class Supervisor:
             await self.stopped.wait()
             return
         self.status = "stopping"
-        for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Every step is bounded: a broker too slow to take a publish or an unsubscribe
+        # must not keep the supervisor (and `make up`'s Ctrl-C) from exiting.
+        await _cancel_all(self._loops, "supervisor loops")
         self._loops.clear()
         if isinstance(self.backend, ProcessBackend):
             for group in reversed(list(self.groups.values())):
@@ -214,26 +215,14 @@ class Supervisor:
             await self._publish(
                 self._event("stopped", reason="supervisor stopped", detail={"scope": "supervisor"})
             )
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.backend.close()
+        await _cancel_all(list(self._tasks), "supervisor tasks")
+        await _bounded(self.backend.close(), "closing the backend")
         if self._http is not None:
-            await self._http.close()
+            await _bounded(self._http.close(), "closing the HTTP client")
         if self.mesh is not None:
             for sub in self._subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            try:
-                # Draining an unresponsive connection must not hold up the exit.
-                async with asyncio.timeout(5.0):
-                    await self.mesh.close()
-            except TimeoutError:
-                log.warning("NATS connection did not drain within 5s: closing it")
-                with contextlib.suppress(Exception):
-                    await self.mesh.nc.close()
+                await _bounded(sub.unsubscribe(), "unsubscribing")
+            await self.mesh.close(timeout=STOP_STEP)
         self.status = "stopped"
         self.stopped.set()
         log.info("supervisor %s stopped", self.sup.name)
@@ -865,12 +854,18 @@ class Supervisor:
         if self.mesh is None:
             return
         try:
-            await self.mesh.publish(self.subjects.event(evt.kind), _encode(evt), timeout=2.0)
+            # The whole publish is bounded, not only the wait for its PubAck: with the
+            # broker backed up, sending alone can block.
+            async with asyncio.timeout(EVENT_TIMEOUT):
+                await self.mesh.publish(self.subjects.event(evt.kind), _encode(evt))
         except asyncio.CancelledError:
             raise
-        except ActorMeshError as exc:
+        except (ActorMeshError, TimeoutError) as exc:
             # Restarts must not wait on the broker: the event is lost, the log keeps it.
-            log.warning("event %s for %s not recorded: %s", evt.kind, evt.worker, exc)
+            log.warning(
+                "event %s for %s not recorded within %gs: %r",
+                evt.kind, evt.worker, EVENT_TIMEOUT, exc,
+            )  # fmt: skip
 
     def _publish_soon(self, evt: Event) -> None:
         self._spawn(self._publish(evt), f"event-{evt.kind}")
@@ -946,3 +941,30 @@ class Supervisor:
             "rebuilt from %d events: %d recent restarts%s", len(mine), len(all_ops),
             f"; failed groups: {', '.join(failed)}" if failed else "",
         )  # fmt: skip
+
+
+async def _bounded(step: Awaitable[object], what: str) -> None:
+    """Await one step of a shutdown for at most STOP_STEP seconds, whatever it raises."""
+    try:
+        async with asyncio.timeout(STOP_STEP):
+            await step
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        log.warning("stopping: %s took more than %gs; going on without it", what, STOP_STEP)
+    except Exception as exc:
+        log.warning("stopping: %s failed (%r); going on", what, exc)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], what: str) -> None:
+    """Cancel `tasks` and wait (bounded) until they are done."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=STOP_STEP)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("stopping: %s: %s failed: %r", what, task.get_name(), task.exception())
+        if pending:
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            log.warning("stopping: %s still running after %gs: %s", what, STOP_STEP, names)
