@@ -461,9 +461,10 @@ def _abort(nc: NATS) -> None:
     """Drop the connection's socket now, unsent bytes and all (nats-py has no API
     for it: this reaches the asyncio transport under its TCP transport)."""
     writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
-    transport = getattr(writer, "transport", None)
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
+    # Duck-typed: uvloop's transports do not derive from asyncio's classes.
+    abort = getattr(getattr(writer, "transport", None), "abort", None)
+    if callable(abort):
+        abort()
 
 
 class ActorRef(Generic[A]):
