@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from actormesh import ActorMeshError, MailboxFull
+from actormesh import ActorMeshError, ConfigError, MailboxFull
 from actormesh.observability import MeshTracer, TracingConfig, TracingPipeline
 
 MAILBOX = "am.mbox.counter.k1"
@@ -330,6 +330,99 @@ def test_handlers_annotate_the_span_through_the_api(tracer: MeshTracer, spans: S
     (event,) = pb.events
     assert event.name == "priced"
     assert {kv.key: value(kv.value) for kv in event.attributes} == {"currency": "EUR"}
+
+
+def test_a_key_set_twice_is_one_attribute_with_the_last_value(
+    tracer: MeshTracer, spans: Spans
+) -> None:
+    with consume(tracer, {}):
+        span = trace.get_current_span()
+        span.set_attribute("order.state", "new")
+        span.set_attributes({"order.state": "paid", "order.items": 1})
+        span.set_attribute("order.items", 2)
+    (pb,) = spans.all()
+    got = attrs(pb)  # fails on a key that appears twice
+    assert (got["order.state"], got["order.items"]) == ("paid", 2)
+    assert pb.dropped_attributes_count == 0
+
+
+def test_span_limits_drop_the_oldest_and_count_them(spans: Spans) -> None:
+    pipeline = pipeline_for(
+        spans,
+        attribute_count_limit=3,
+        attribute_value_length_limit=4,
+        event_count_limit=2,
+        event_attribute_count_limit=1,
+    )
+    try:
+        with consume(MeshTracer(pipeline), {}):
+            span = trace.get_current_span()
+            for i in range(5):
+                span.set_attribute(f"a{i}", f"value-{i}")
+            span.set_attribute("tags", ["abcdef", "xy"])
+            for i in range(4):
+                span.add_event(f"e{i}", {"first": "x", "second": "long text"})
+            raise_and_record(span)
+        (pb,) = spans.all()
+    finally:
+        pipeline.shutdown()
+    got = attrs(pb)
+    # actormesh's own messaging attributes are kept whatever the limit.
+    assert got["messaging.system"] == "nats"
+    handler = {k: v for k, v in got.items() if not k.startswith(("messaging.", "actormesh."))}
+    assert handler == {"a3": "valu", "a4": "valu", "tags": ["abcd", "xy"]}
+    assert pb.dropped_attributes_count == 3
+    # Four events and the recorded exception: the newest two are kept.
+    assert [e.name for e in pb.events] == ["e3", "exception"]
+    assert pb.dropped_events_count == 3
+    e3 = pb.events[0]
+    assert {kv.key: value(kv.value) for kv in e3.attributes} == {"second": "long"}
+    assert e3.dropped_attributes_count == 1
+
+
+def raise_and_record(span: Any) -> None:
+    try:
+        raise ValueError("a long message")
+    except ValueError as exc:
+        span.record_exception(exc)
+
+
+def test_limits_come_from_the_standard_variables() -> None:
+    config = TracingConfig.from_env(
+        {
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT": "10",
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "64",
+            "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
+        }
+    )
+    assert config.attribute_count_limit == 5  # the span variable wins
+    assert config.attribute_value_length_limit == 64  # the general one covers it
+    assert config.event_count_limit == 0
+    assert config.event_attribute_count_limit == 128
+    default = TracingConfig.from_env({"OTEL_TRACES_EXPORTER": "console"})
+    assert default.attribute_value_length_limit is None
+    console = {"OTEL_TRACES_EXPORTER": "console"}
+    with pytest.raises(ConfigError, match="OTEL_SPAN_EVENT_COUNT_LIMIT"):
+        TracingConfig.from_env({**console, "OTEL_SPAN_EVENT_COUNT_LIMIT": "-1"})
+    with pytest.raises(ConfigError, match="whole number"):
+        TracingConfig.from_env({**console, "OTEL_ATTRIBUTE_COUNT_LIMIT": "many"})
+
+
+def test_a_failure_past_the_limits_still_marks_the_span(spans: Spans) -> None:
+    pipeline = pipeline_for(spans, attribute_count_limit=0, event_count_limit=0)
+    try:
+        with pytest.raises(MailboxFull), consume(MeshTracer(pipeline), {}):
+            raise MailboxFull("counter", reason="max_msgs")
+        (pb,) = spans.all()
+    finally:
+        pipeline.shutdown()
+    assert pb.status.code == pb.status.STATUS_CODE_ERROR
+    assert "error.type" not in attrs(pb)
+    assert pb.dropped_attributes_count == 2  # error.type and actormesh.error.code
+    assert not pb.events
+    assert pb.dropped_events_count == 1
 
 
 def test_sdk_spans_nest_under_and_above_actormesh_spans(tracer: MeshTracer, spans: Spans) -> None:

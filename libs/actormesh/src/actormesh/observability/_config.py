@@ -63,6 +63,13 @@ class TracingConfig:
     max_queue_size: int = 2048
     max_export_batch_size: int = 512
     export_timeout_ms: float = 30000.0
+    #: Span limits: what a span may gather while it runs (a handler's attributes
+    #: and events, a failure's). Past a count limit the oldest entry is dropped
+    #: and counted, as the SDK does; None: string values are not truncated.
+    attribute_count_limit: int = 128
+    attribute_value_length_limit: int | None = None
+    event_count_limit: int = 128
+    event_attribute_count_limit: int = 128
 
     @property
     def enabled(self) -> bool:
@@ -192,6 +199,14 @@ class TracingConfig:
             max_queue_size=int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
             max_export_batch_size=int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
             export_timeout_ms=_number(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000.0),
+            attribute_count_limit=_count(
+                env, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_COUNT_LIMIT"
+            ),
+            attribute_value_length_limit=_limit(
+                env, "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+            ),
+            event_count_limit=_count(env, "OTEL_SPAN_EVENT_COUNT_LIMIT"),
+            event_attribute_count_limit=_count(env, "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"),
         )
 
 
@@ -225,6 +240,28 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _limit(env: Mapping[str, str], name: str, general: str = "") -> int | None:
+    """A span limit: `name`, else the general variable that covers it, else None."""
+    for var in (name, general):
+        raw = env.get(var) if var else None
+        if raw is None or not raw.strip():
+            continue
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} is not a whole number") from None
+        if n < 0:
+            raise ConfigError(f"{var}={raw!r} must not be negative")
+        return n
+    return None
+
+
+def _count(env: Mapping[str, str], name: str, general: str = "") -> int:
+    """A count limit; the specification's default is 128."""
+    n = _limit(env, name, general)
+    return 128 if n is None else n
 
 
 def _pairs(raw: str, *, lower_keys: bool = False) -> dict[str, str]:

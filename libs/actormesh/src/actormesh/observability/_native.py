@@ -20,7 +20,8 @@ import random
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from . import _otlp
 from ._otlp import KIND_CONSUMER, KIND_PRODUCER, attribute, string_field, varint
 
 if TYPE_CHECKING:
+    from ._config import TracingConfig
     from ._pipeline import TracingPipeline
 
 __all__ = ["MeshTracer"]
@@ -229,6 +231,74 @@ def _encode(
     return b"\x12" + varint(size) + front[3:] + rest
 
 
+def _clip(value: Any, length: int | None) -> Any:
+    """`value` with its strings cut to `length` characters (the SDK's rule)."""
+    if length is None:
+        return value
+    if isinstance(value, str):
+        return value[:length]
+    if isinstance(value, list | tuple):
+        return [v[:length] if isinstance(v, str) else v for v in value]
+    return value
+
+
+class _Extras:
+    """What a span gathers while it runs, beyond its cached head: attributes (one
+    value per key, the last set), events, an error status and a new name, under
+    the configured span limits. Made on the first annotation: most spans have none."""
+
+    __slots__ = ("attrs", "dropped_attrs", "dropped_events", "events", "limits", "name", "status")
+
+    def __init__(self, limits: TracingConfig) -> None:
+        self.limits = limits
+        self.attrs: dict[str, Any] = {}
+        self.events: deque[bytes] = deque(maxlen=limits.event_count_limit)
+        self.status: bytes | None = None
+        self.name: str | None = None
+        self.dropped_attrs = 0
+        self.dropped_events = 0
+
+    def set(self, key: str, value: Any) -> None:
+        attrs, limit = self.attrs, self.limits.attribute_count_limit
+        if key in attrs:
+            del attrs[key]  # re-set: it becomes the newest
+        elif len(attrs) >= limit:
+            self.dropped_attrs += 1
+            if not limit:
+                return
+            del attrs[next(iter(attrs))]  # full: the oldest goes, as in the SDK
+        attrs[key] = _clip(value, self.limits.attribute_value_length_limit)
+
+    def event(self, name: str, when: int, attributes: Mapping[str, Any]) -> None:
+        limits = self.limits
+        if not limits.event_count_limit:
+            self.dropped_events += 1
+            return
+        if len(self.events) == self.events.maxlen:
+            self.dropped_events += 1  # the deque drops the oldest
+        items = list(attributes.items())
+        dropped = max(0, len(items) - limits.event_attribute_count_limit)
+        kept = {
+            k: _clip(v, limits.attribute_value_length_limit)
+            for k, v in items[dropped:]  # the newest, as in the SDK
+        }
+        self.events.append(_otlp.event(name, when, kept, dropped_attributes=dropped))
+
+    def encode(self) -> bytes:
+        parts = [attribute(k, v) for k, v in self.attrs.items()]
+        parts += self.events
+        if self.status is not None:
+            parts.append(self.status)
+        if self.name is not None:
+            # A later field wins in protobuf: this name replaces the cached head's.
+            parts.append(string_field(b"\x2a", self.name))
+        if self.dropped_attrs:
+            parts.append(b"\x50" + varint(self.dropped_attrs))
+        if self.dropped_events:
+            parts.append(b"\x60" + varint(self.dropped_events))
+        return b"".join(parts)
+
+
 class _Span(trace.Span):
     """One actormesh span: the hooks' scope and `SpanHandle`, and an OpenTelemetry
     API span for code that runs while it is current."""
@@ -236,11 +306,10 @@ class _Span(trace.Span):
     __slots__ = (
         "_attach",
         "_ended",
-        "_extra",
         "_failed",
         "_head",
+        "_more",
         "_msg_id",
-        "_name",
         "_pipeline",
         "_span_context",
         "_start",
@@ -273,8 +342,7 @@ class _Span(trace.Span):
         self._msg_id = msg_id
         self._attach = attach
         self._token: Token[otel_context.Context] | None = None
-        self._extra: list[bytes] | None = None
-        self._name: str | None = None
+        self._more: _Extras | None = None
         self._span_context: SpanContext | None = None
         self._failed = False
         self._ended = False
@@ -311,17 +379,17 @@ class _Span(trace.Span):
         if self._failed or self._pipeline is None or self._ended:
             return
         self._failed = True
-        self._add(_otlp.exception_event(exc, time.time_ns()))
-        self._add(_otlp.status_error(f"{type(exc).__name__}: {exc}"[:1000]))
-        self._add(attribute(ERROR_TYPE, type(exc).__qualname__))
+        more = self._extras(self._pipeline)
+        more.event("exception", time.time_ns(), _otlp.exception_attributes(exc))
+        more.status = _otlp.status_error(f"{type(exc).__name__}: {exc}"[:1000])
+        more.set(ERROR_TYPE, type(exc).__qualname__)
         if isinstance(exc, ActorMeshError):
-            self._add(attribute(ERROR_CODE, exc.code))
+            more.set(ERROR_CODE, exc.code)
 
-    def _add(self, encoded: bytes) -> None:
-        if self._extra is None:
-            self._extra = [encoded]
-        else:
-            self._extra.append(encoded)
+    def _extras(self, pipeline: TracingPipeline) -> _Extras:
+        if self._more is None:
+            self._more = _Extras(pipeline.config)
+        return self._more
 
     # -- opentelemetry.trace.Span -------------------------------------------------------
 
@@ -335,7 +403,7 @@ class _Span(trace.Span):
         rest = self._head
         if self._msg_id:
             rest += _message_id(self._msg_id)
-        if self.trace_state or self._name is not None or self._extra:
+        if self.trace_state or self._more is not None:
             rest += self._uncommon()
         pipeline.record(
             _encode(
@@ -349,13 +417,10 @@ class _Span(trace.Span):
         )
 
     def _uncommon(self) -> bytes:
-        """Trace state, a new name, and what the handler or a failure added."""
+        """Trace state, and what the handler or a failure added."""
         more = string_field(b"\x1a", self.trace_state) if self.trace_state else b""
-        if self._name is not None:
-            # A later field wins in protobuf: this name replaces the cached head's.
-            more += string_field(b"\x2a", self._name)
-        if self._extra:
-            more += b"".join(self._extra)
+        if self._more is not None:
+            more += self._more.encode()
         return more
 
     def get_span_context(self) -> SpanContext:
@@ -375,32 +440,33 @@ class _Span(trace.Span):
         return self._pipeline is not None and not self._ended
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if self.is_recording():
-            self._add(attribute(key, value))
+        if self._pipeline is not None and not self._ended:
+            self._extras(self._pipeline).set(key, value)
 
     def set_attributes(self, attributes: types.Attributes) -> None:
-        if self.is_recording() and attributes:
+        if self._pipeline is not None and not self._ended and attributes:
+            more = self._extras(self._pipeline)
             for key, value in attributes.items():
-                self._add(attribute(key, value))
+                more.set(key, value)
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
-        if self.is_recording():
+        if self._pipeline is not None and not self._ended:
             when = timestamp if timestamp is not None else time.time_ns()
-            self._add(_otlp.event(name, when, dict(attributes or {})))
+            self._extras(self._pipeline).event(name, when, attributes or {})
 
     def update_name(self, name: str) -> None:
-        if self.is_recording():
-            self._name = name
+        if self._pipeline is not None and not self._ended:
+            self._extras(self._pipeline).name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if not self.is_recording():
+        if self._pipeline is None or self._ended:
             return
         code = status.status_code if isinstance(status, Status) else status
         if code is StatusCode.ERROR:
             text = description or (status.description if isinstance(status, Status) else None)
-            self._add(_otlp.status_error(text or ""))
+            self._extras(self._pipeline).status = _otlp.status_error(text or "")
             self._failed = True
 
     def record_exception(
@@ -410,9 +476,12 @@ class _Span(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        if self.is_recording():
+        if self._pipeline is not None and not self._ended:
             when = timestamp if timestamp is not None else time.time_ns()
-            self._add(_otlp.exception_event(exception, when))
+            attrs = _otlp.exception_attributes(exception)
+            if attributes:
+                attrs.update(attributes)
+            self._extras(self._pipeline).event("exception", when, attrs)
 
 
 class MeshTracer:

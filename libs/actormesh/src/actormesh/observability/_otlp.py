@@ -31,7 +31,7 @@ __all__ = [
     "HttpSender",
     "attribute",
     "encode_request",
-    "exception_event",
+    "exception_attributes",
     "resource_scope",
     "status_error",
     "string_field",
@@ -106,24 +106,26 @@ def status_error(message: str) -> bytes:
     return field(b"\x7a", string_field(b"\x12", message) + b"\x18\x02")
 
 
-def event(name: str, time_ns: int, attrs: Mapping[str, object]) -> bytes:
-    """Span.events (field 11) = Event{time_unix_nano, name, attributes}."""
+def event(
+    name: str, time_ns: int, attrs: Mapping[str, object], *, dropped_attributes: int = 0
+) -> bytes:
+    """Span.events (field 11) = Event{time_unix_nano, name, attributes,
+    dropped_attributes_count}."""
     body = b"\x09" + (time_ns & _MASK64).to_bytes(8, "little") + string_field(b"\x12", name)
-    return field(b"\x5a", body + attributes(attrs, tag=b"\x1a"))
+    body += attributes(attrs, tag=b"\x1a")
+    if dropped_attributes:
+        body += b"\x20" + varint(dropped_attributes)
+    return field(b"\x5a", body)
 
 
-def exception_event(exc: BaseException, time_ns: int) -> bytes:
-    """The `exception` span event of the semantic conventions."""
-    return event(
-        "exception",
-        time_ns,
-        {
-            "exception.type": type(exc).__qualname__,
-            "exception.message": str(exc),
-            "exception.stacktrace": "".join(traceback.format_exception(exc)),
-            "exception.escaped": False,
-        },
-    )
+def exception_attributes(exc: BaseException) -> dict[str, object]:
+    """The attributes of the `exception` span event of the semantic conventions."""
+    return {
+        "exception.type": type(exc).__qualname__,
+        "exception.message": str(exc),
+        "exception.stacktrace": "".join(traceback.format_exception(exc)),
+        "exception.escaped": False,
+    }
 
 
 def resource_scope(
