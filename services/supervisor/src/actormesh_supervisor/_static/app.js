@@ -347,8 +347,18 @@ function updateWorkerRow(tr, w, sup) {
     health.dataset.word = w.health;
     health.replaceChildren(pill(w.health));
   }
-  setText(f("hb"), ago(w.hb_age));
-  setClass(f("hb"), `num ${w.hb_age > sup.heartbeat_interval * sup.heartbeat_misses ? "bad-text" : w.hb_age > sup.heartbeat_interval * 1.5 ? "warn-text" : ""}`);
+  const hb = f("hb");
+  if (w.hb_age === null || w.hb_age === undefined) {
+    delete hb.dataset.age;
+    setText(hb, ago(null));
+  } else {
+    // The age keeps counting between snapshots (see tickAges).
+    Object.assign(hb.dataset, {
+      age: w.hb_age, at: performance.now(),
+      late: sup.heartbeat_interval * 1.5, dead: sup.heartbeat_interval * sup.heartbeat_misses,
+    });
+    showAge(hb);
+  }
   setText(f("inflight"), fmt(w.in_flight));
   setText(f("rate"), w.throughput.toFixed(1));
   setText(f("handled"), fmt(w.handled));
@@ -358,6 +368,19 @@ function updateWorkerRow(tr, w, sup) {
   setClass(f("lag"), `num ${w.loop_lag > sup.loop_lag_warning ? "warn-text" : ""}`);
   setText(f("pid"), w.pid || "—");
 }
+
+// A heartbeat's age as of now: the snapshot's, plus the time since it came.
+function showAge(cell) {
+  const d = cell.dataset;
+  const age = Number(d.age) + (performance.now() - Number(d.at)) / 1000;
+  setText(cell, ago(age));
+  setClass(cell, `num ${age > Number(d.dead) ? "bad-text" : age > Number(d.late) ? "warn-text" : ""}`);
+}
+
+function tickAges() {
+  for (const cell of document.querySelectorAll('[data-field="hb"][data-age]')) showAge(cell);
+}
+setInterval(tickAges, 250);
 
 function renderMailboxes(snap) {
   const body = $("mailboxes-body");
