@@ -135,3 +135,26 @@ def test_configs_are_frozen_and_keyword_only() -> None:
 
 def test_errors_belong_to_the_tree() -> None:
     assert issubclass(ObservabilityError, ActorMeshError)
+
+
+def test_limits_come_from_the_standard_variables() -> None:
+    config = TracingConfig.from_env(
+        {
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT": "10",
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "64",
+            "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
+        }
+    )
+    assert config.attribute_count_limit == 5  # the span variable wins
+    assert config.attribute_value_length_limit == 64  # the general one covers it
+    assert config.event_count_limit == 0
+    assert config.event_attribute_count_limit == 128
+    default = TracingConfig.from_env({"OTEL_TRACES_EXPORTER": "console"})
+    assert default.attribute_value_length_limit is None
+    console = {"OTEL_TRACES_EXPORTER": "console"}
+    with pytest.raises(ConfigError, match="OTEL_SPAN_EVENT_COUNT_LIMIT"):
+        TracingConfig.from_env({**console, "OTEL_SPAN_EVENT_COUNT_LIMIT": "-1"})
+    with pytest.raises(ConfigError, match="whole number"):
+        TracingConfig.from_env({**console, "OTEL_ATTRIBUTE_COUNT_LIMIT": "many"})

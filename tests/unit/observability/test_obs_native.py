@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from actormesh import ActorMeshError, ConfigError, MailboxFull
+from actormesh import ActorMeshError, MailboxFull
 from actormesh.observability import MeshTracer, TracingConfig, TracingPipeline
 
 MAILBOX = "am.mbox.counter.k1"
@@ -385,29 +385,6 @@ def raise_and_record(span: Any) -> None:
         raise ValueError("a long message")
     except ValueError as exc:
         span.record_exception(exc)
-
-
-def test_limits_come_from_the_standard_variables() -> None:
-    config = TracingConfig.from_env(
-        {
-            "OTEL_TRACES_EXPORTER": "console",
-            "OTEL_ATTRIBUTE_COUNT_LIMIT": "10",
-            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "5",
-            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "64",
-            "OTEL_SPAN_EVENT_COUNT_LIMIT": "0",
-        }
-    )
-    assert config.attribute_count_limit == 5  # the span variable wins
-    assert config.attribute_value_length_limit == 64  # the general one covers it
-    assert config.event_count_limit == 0
-    assert config.event_attribute_count_limit == 128
-    default = TracingConfig.from_env({"OTEL_TRACES_EXPORTER": "console"})
-    assert default.attribute_value_length_limit is None
-    console = {"OTEL_TRACES_EXPORTER": "console"}
-    with pytest.raises(ConfigError, match="OTEL_SPAN_EVENT_COUNT_LIMIT"):
-        TracingConfig.from_env({**console, "OTEL_SPAN_EVENT_COUNT_LIMIT": "-1"})
-    with pytest.raises(ConfigError, match="whole number"):
-        TracingConfig.from_env({**console, "OTEL_ATTRIBUTE_COUNT_LIMIT": "many"})
 
 
 def test_a_failure_past_the_limits_still_marks_the_span(spans: Spans) -> None:

@@ -376,17 +376,22 @@ class _Span(trace.Span):
 
     def error(self, exc: BaseException) -> None:
         """Mark the span failed with this exception (once)."""
-        if self._failed or self._pipeline is None or self._ended:
+        more = self._annotations()
+        if more is None or self._failed:
             return
         self._failed = True
-        more = self._extras(self._pipeline)
         more.event("exception", time.time_ns(), _otlp.exception_attributes(exc))
         more.status = _otlp.status_error(f"{type(exc).__name__}: {exc}"[:1000])
         more.set(ERROR_TYPE, type(exc).__qualname__)
         if isinstance(exc, ActorMeshError):
             more.set(ERROR_CODE, exc.code)
 
-    def _extras(self, pipeline: TracingPipeline) -> _Extras:
+    def _annotations(self) -> _Extras | None:
+        """Where what the span gathers goes (made on first use); None when nothing
+        is recorded: the span is not sampled, or it has ended."""
+        pipeline = self._pipeline
+        if pipeline is None or self._ended:
+            return None
         if self._more is None:
             self._more = _Extras(pipeline.config)
         return self._more
@@ -440,33 +445,30 @@ class _Span(trace.Span):
         return self._pipeline is not None and not self._ended
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if self._pipeline is not None and not self._ended:
-            self._extras(self._pipeline).set(key, value)
+        if (more := self._annotations()) is not None:
+            more.set(key, value)
 
     def set_attributes(self, attributes: types.Attributes) -> None:
-        if self._pipeline is not None and not self._ended and attributes:
-            more = self._extras(self._pipeline)
+        if attributes and (more := self._annotations()) is not None:
             for key, value in attributes.items():
                 more.set(key, value)
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
-        if self._pipeline is not None and not self._ended:
+        if (more := self._annotations()) is not None:
             when = timestamp if timestamp is not None else time.time_ns()
-            self._extras(self._pipeline).event(name, when, attributes or {})
+            more.event(name, when, attributes or {})
 
     def update_name(self, name: str) -> None:
-        if self._pipeline is not None and not self._ended:
-            self._extras(self._pipeline).name = name
+        if (more := self._annotations()) is not None:
+            more.name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        if self._pipeline is None or self._ended:
-            return
         code = status.status_code if isinstance(status, Status) else status
-        if code is StatusCode.ERROR:
+        if code is StatusCode.ERROR and (more := self._annotations()) is not None:
             text = description or (status.description if isinstance(status, Status) else None)
-            self._extras(self._pipeline).status = _otlp.status_error(text or "")
+            more.status = _otlp.status_error(text or "")
             self._failed = True
 
     def record_exception(
@@ -476,12 +478,12 @@ class _Span(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        if self._pipeline is not None and not self._ended:
+        if (more := self._annotations()) is not None:
             when = timestamp if timestamp is not None else time.time_ns()
             attrs = _otlp.exception_attributes(exception)
             if attributes:
                 attrs.update(attributes)
-            self._extras(self._pipeline).event("exception", when, attrs)
+            more.event("exception", when, attrs)
 
 
 class MeshTracer:
