@@ -48,6 +48,12 @@ _STATUS_AT = len("NATS/1.0")
 _SPACE = ord(" ")
 
 
+def _remember(token: str) -> None:
+    if len(_TOKENS) >= _TOKENS_MAX:  # a bound, should names be unbounded
+        _TOKENS.clear()
+    _TOKENS.add(token)
+
+
 def _token(name: str) -> str | None:
     """`name` stripped, if it is a valid header name; None to skip an empty one."""
     key = name.strip()
@@ -55,9 +61,7 @@ def _token(name: str) -> str | None:
         return None
     if _TOKEN(key) is None:
         raise BadHeaderError(key)
-    if len(_TOKENS) >= _TOKENS_MAX:  # a bound, should names be unbounded
-        _TOKENS.clear()
-    _TOKENS.add(key)
+    _remember(key)
     return key
 
 
@@ -100,9 +104,7 @@ def parse_header_block(block: bytes) -> dict[str, str] | None:
             if name not in _TOKENS:
                 if _TOKEN(name) is None:
                     raise NotCommon  # nats-py's rules for odd names are its own
-                if len(_TOKENS) >= _TOKENS_MAX:
-                    _TOKENS.clear()
-                _TOKENS.add(name)
+                _remember(name)
         out[name] = value.strip(_ASCII_SPACE)
     return out or None
 
