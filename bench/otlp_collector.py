@@ -19,7 +19,7 @@ import json
 _OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
 
 
-def count_spans(bodies: list[bytes]) -> dict[str, int]:
+def count_spans(bodies: list[bytes | bytearray]) -> dict[str, int]:
     """Spans in these ExportTraceServiceRequest bodies, by kind."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -29,7 +29,7 @@ def count_spans(bodies: list[bytes]) -> dict[str, int]:
     found = {"producer": 0, "consumer": 0, "other": 0, "redelivered": 0}
     for body in bodies:
         req = ExportTraceServiceRequest()
-        req.ParseFromString(body)
+        req.ParseFromString(bytes(body))
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for s in ss.spans:
@@ -47,52 +47,65 @@ def count_spans(bodies: list[bytes]) -> dict[str, int]:
     return found
 
 
-class _Http(asyncio.Protocol):
-    def __init__(self, bodies: list[bytes]) -> None:
+class _Http(asyncio.BufferedProtocol):
+    """HTTP/1.1 with keep-alive, one request at a time (as OTLP exporters send).
+
+    A buffered protocol: the body of a request is received straight into a
+    buffer of its Content-Length, so the stub copies nothing itself.
+    """
+
+    def __init__(self, bodies: list[bytes | bytearray]) -> None:
         self.bodies = bodies
-        self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        #: (method, path, body length) of a request whose head is read, or None.
-        self.pending: tuple[str, str, int] | None = None
-        #: Where the current body starts in the buffer.
-        self.body_at = 0
+        self.head = bytearray(16384)
+        self.head_len = 0
+        #: The request whose body is being read: method, path, body, bytes in it.
+        self.body: bytearray | None = None
+        self.body_len = 0
+        self.method = self.path = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while self._one_request():
-            pass
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.body is not None:
+            return memoryview(self.body)[self.body_len :]
+        if self.head_len == len(self.head):
+            self.head.extend(bytes(len(self.head)))  # a head longer than usual
+        return memoryview(self.head)[self.head_len :]
 
-    def _one_request(self) -> bool:
-        """Answer the first request in the buffer if it is all there."""
-        assert self.transport is not None
-        if self.pending is None:
-            # Only a request's head is searched: a body is hundreds of kilobytes.
-            end = self.buffer.find(b"\r\n\r\n", 0, 8192)
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.body is not None:
+            self.body_len += nbytes
+        else:
+            self.head_len += nbytes
+            end = self.head.find(b"\r\n\r\n", 0, self.head_len)
             if end < 0:
-                return False
-            head = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-            method, path, _ = head[0].split(" ", 2)
+                return
+            lines = bytes(self.head[:end]).decode("latin-1").split("\r\n")
+            self.method, self.path, _ = lines[0].split(" ", 2)
             length = 0
-            for line in head[1:]:
+            for line in lines[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
-            self.pending, self.body_at = (method, path, length), end + 4
-        method, path, length = self.pending
-        if len(self.buffer) < self.body_at + length:
-            return False
-        body = bytes(self.buffer[self.body_at : self.body_at + length])
-        del self.buffer[: self.body_at + length]
-        self.pending = None
-        if method == "POST" and path == "/v1/traces":
+            extra = self.head[end + 4 : self.head_len]
+            self.body = bytearray(length)
+            self.body[: len(extra)] = extra
+            self.body_len = len(extra)
+            self.head_len = 0
+        if self.body_len >= len(self.body):
+            body, self.body = self.body, None
+            self._answer(body)
+
+    def _answer(self, body: bytearray) -> None:
+        assert self.transport is not None
+        if self.method == "POST" and self.path == "/v1/traces":
             self.bodies.append(body)
             self.transport.write(_OK)
-            return True
-        if method == "GET" and path == "/counts":
+            return
+        if self.method == "GET" and self.path == "/counts":
             answer = json.dumps(count_spans(self.bodies)).encode()
             self.bodies.clear()
             status = b"200 OK"
@@ -105,11 +118,10 @@ class _Http(asyncio.Protocol):
             + answer
         )
         self.transport.close()
-        return False
 
 
 def main() -> None:
-    bodies: list[bytes] = []
+    bodies: list[bytes | bytearray] = []
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -23,9 +23,11 @@ MAILBOX = "am.mbox.counter.k1"
 
 
 class Spans:
-    """An exporter that keeps batches, and their decoding."""
+    """An exporter that keeps batches, and their decoding; `speedups` says which
+    core the pipeline made for it records the spans (compiled or Python)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, speedups: bool) -> None:
+        self.speedups = speedups
         self.batches: list[list[bytes]] = []
         self.pipeline: TracingPipeline | None = None
 
@@ -60,15 +62,21 @@ def attrs(span: PbSpan) -> dict[str, Any]:
 def pipeline_for(spans: Spans, **config: Any) -> TracingPipeline:
     settings = {"exporters": ("otlp",), **config}
     pipeline = TracingPipeline(
-        TracingConfig(**settings), service_name="svc", instance_id="i-1", exporters=[spans]
+        TracingConfig(**settings),
+        service_name="svc",
+        instance_id="i-1",
+        exporters=[spans],
+        speedups=spans.speedups,
     )
     spans.pipeline = pipeline
     return pipeline
 
 
-@pytest.fixture
-def spans() -> Spans:
-    return Spans()
+@pytest.fixture(params=["compiled", "python"])
+def spans(request: pytest.FixtureRequest) -> Spans:
+    # Every test runs on both cores: the compiled one must be built (asking for
+    # it raises ConfigError otherwise) and do what its Python definition does.
+    return Spans(speedups=request.param == "compiled")
 
 
 @pytest.fixture
@@ -232,6 +240,11 @@ def test_tracestate_travels_with_the_trace(tracer: MeshTracer, spans: Spans) -> 
         f"00-{'ab' * 15}a b-{'cd' * 8}-01",  # a space (bytes.fromhex would skip it)
         f"00-{'ab' * 16}-{'cd' * 8}-1",  # flags are two digits
         f"0-{'ab' * 16}-{'cd' * 8}-01",  # so is the version
+        f"00-{'ab' * 16}-{'cd' * 8}-0g",  # flags are hex
+        f"00-{'ab' * 16}-{'cd' * 8}-0\u00e9",  # not ASCII, of the usual length
+        f"00-{'ab' * 16}+{'cd' * 8}-01",  # a dash missing
+        f"01-{'0' * 32}-{'cd' * 8}-01",  # all-zero ids in a later version too
+        f"01-{'ab' * 16}-{'0' * 16}-01-more",
     ],
 )
 def test_an_invalid_traceparent_starts_a_new_trace(

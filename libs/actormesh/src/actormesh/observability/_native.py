@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,6 +35,7 @@ from .._hooks import NO_SPAN
 from .._wire import Hdr
 from . import _otlp
 from ._otlp import KIND_CONSUMER, KIND_PRODUCER, attribute, string_field, varint
+from ._recorder import PyRecorder, speedups
 
 if TYPE_CHECKING:
     from ._config import TracingConfig
@@ -67,7 +68,20 @@ PROCESS = "process"
 (_SPAN_KEY,) = trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())
 
 
-def _context_functions() -> tuple[
+def _context_var() -> ContextVar[otel_context.Context] | None:
+    """The ContextVar the OpenTelemetry API keeps its context in: that of the
+    default runtime context; None for any other runtime context."""
+    try:
+        from opentelemetry.context import _RUNTIME_CONTEXT
+    except ImportError:  # pragma: no cover  (every API version so far has it)
+        return None
+    var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+def _context_functions(
+    var: ContextVar[otel_context.Context] | None,
+) -> tuple[
     Callable[[], otel_context.Context],
     Callable[[otel_context.Context], Token[otel_context.Context]],
     Callable[[Token[otel_context.Context]], None],
@@ -78,18 +92,13 @@ def _context_functions() -> tuple[
     methods, a third of the cost of the API functions that wrap them; any other
     runtime context goes through the API.
     """
-    try:
-        from opentelemetry.context import _RUNTIME_CONTEXT
-    except ImportError:  # pragma: no cover  (every API version so far has it)
-        var = None
-    else:
-        var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
-    if isinstance(var, ContextVar):
+    if var is not None:
         return var.get, var.set, var.reset
     return otel_context.get_current, otel_context.attach, otel_context.detach
 
 
-_get_current, _attach, _detach = _context_functions()
+_CONTEXT_VAR = _context_var()
+_get_current, _attach, _detach = _context_functions(_CONTEXT_VAR)
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
@@ -101,11 +110,18 @@ _MSG_ID = Hdr.MSG_ID
 _getrandbits = random.getrandbits
 _HEADS_MAX = 4096
 
+#: A span's ids, encoded: the trace id field, then for a child the parent span id
+#: field (protobuf takes fields in any order), so that a `traceparent` becomes
+#: both in one `bytes.fromhex`.
+_TRACE_TAG = b"\x0a\x10"
+_ROOT_IDS = 18
+_CHILD_IDS = 28
+
 #: A span's fixed-size fields, with the ScopeSpans.spans tag and a two-byte length
-#: in front: trace id, span id, start and end time. Packing the whole front at once
+#: in front: the ids, span id, start and end time. Packing the whole front at once
 #: is what makes a span cheap to encode.
-_FIXED = struct.Struct("<BBB2s16s2s8sBQBQ")
-_FIXED_LEN = _FIXED.size - 3
+_FRONT = {n: struct.Struct(f"<BBB{n}s2s8sBQBQ").pack for n in (_ROOT_IDS, _CHILD_IDS)}
+_FRONT_LEN = {n: struct.calcsize(f"<{n}s2s8sBQBQ") for n in _FRONT}
 
 
 def _prefixes(key: str, count: int) -> list[bytes]:
@@ -175,25 +191,23 @@ def span_attributes(
 
 
 #: A version 00 `traceparent` (the one everybody sends), and any version: later
-#: versions may add fields after a dash, and `ff` is invalid.
-_TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}").fullmatch
-_TRACEPARENT_ANY = re.compile(
-    r"(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?", re.DOTALL
-).fullmatch
+#: versions may add fields after a dash, and `ff` is invalid. All-zero ids are
+#: invalid too.
+_IDS = r"-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}"
+_TRACEPARENT_00 = re.compile("00" + _IDS).fullmatch
+_TRACEPARENT_ANY = re.compile(r"(?!ff)[0-9a-f]{2}" + _IDS + "(-.*)?", re.DOTALL).fullmatch
 _SAMPLED_FLAGS = frozenset("13579bdf")
 
 
-def _parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
-    """(trace id, parent span id, sampled) of a valid W3C `traceparent`, else None."""
+def _parse_traceparent(value: str) -> tuple[bytes, bool] | None:
+    """(ids, sampled) of a valid W3C `traceparent`, else None. The ids are its
+    trace id and parent span id, encoded as a child span's fields (`_TRACE_TAG`)."""
     if _TRACEPARENT_00(value) is None:
         match = _TRACEPARENT_ANY(value)
         if match is None or (value[:2] == "00" and match[1]):
             return None  # version 00 has no more fields
-    trace_id = bytes.fromhex(value[3:35])
-    span_id = bytes.fromhex(value[36:52])
-    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return trace_id, span_id, value[54] in _SAMPLED_FLAGS
+    # The dash between the two ids becomes the parent span id field's tag.
+    return bytes.fromhex("0a10" + value[3:52].replace("-", "2208")), value[54] in _SAMPLED_FLAGS
 
 
 def _message_id(msg_id: str) -> bytes:
@@ -204,26 +218,14 @@ def _message_id(msg_id: str) -> bytes:
     return attribute(MESSAGE_ID, msg_id)
 
 
-def _encode(
-    trace_id: bytes, span_id: bytes, parent_id: bytes, start: int, end: int, rest: bytes
-) -> bytes:
-    """A `ScopeSpans.spans` entry: the fixed-size fields in one pack, then `rest`
-    (the other fields, encoded; protobuf takes fields in any order)."""
-    if parent_id:
-        rest += b"\x22\x08" + parent_id
-    size = len(rest) + _FIXED_LEN
-    front = _FIXED.pack(
-        0x12,
-        size & 127 | 128,
-        size >> 7,
-        b"\x0a\x10",
-        trace_id,
-        b"\x12\x08",
-        span_id,
-        0x39,
-        start,
-        0x41,
-        end,
+def _encode(ids: bytes, span_id: bytes, start: int, end: int, rest: bytes) -> bytes:
+    """A `ScopeSpans.spans` entry: the ids and the other fixed-size fields in one
+    pack, then `rest` (the other fields, encoded; protobuf takes fields in any
+    order)."""
+    n = len(ids)
+    size = len(rest) + _FRONT_LEN[n]
+    front = _FRONT[n](
+        0x12, size & 127 | 128, size >> 7, ids, b"\x12\x08", span_id, 0x39, start, 0x41, end
     )
     if 128 <= size < 16384:
         return front + rest
@@ -299,80 +301,35 @@ class _Extras:
         return b"".join(parts)
 
 
-class _Span(trace.Span):
-    """One actormesh span: the hooks' scope and `SpanHandle`, and an OpenTelemetry
-    API span for code that runs while it is current."""
+class _SpanApi(trace.Span):
+    """What an actormesh span is beyond its core (`_PyCore`, or the compiled
+    `SpanCore`): the OpenTelemetry API span that code running while it is current
+    sees, and the hooks' `SpanHandle`."""
 
-    __slots__ = (
-        "_attach",
-        "_ended",
-        "_failed",
-        "_head",
-        "_more",
-        "_msg_id",
-        "_pipeline",
-        "_span_context",
-        "_start",
-        "_token",
-        "parent_id",
-        "span_id",
-        "trace_id",
-        "trace_state",
-    )
+    # The core's fields. `_recorder` is None for a span that is not sampled
+    # (nothing is recorded); `_ids` are the trace id and, for a child, parent span
+    # id fields, encoded; `_head` is the name, kind and the attributes known at
+    # start but the message id, encoded.
+    _recorder: Any
+    _ids: bytes
+    span_id: bytes
+    trace_state: str | None
+    _more: _Extras | None
+    _span_context: SpanContext | None
+    _failed: bool
+    _ended: bool
 
-    def __init__(
-        self,
-        pipeline: TracingPipeline | None,
-        trace_id: bytes,
-        span_id: bytes,
-        parent_id: bytes,
-        trace_state: str | None,
-        head: bytes,
-        msg_id: str | None,
-        attach: bool,
-    ) -> None:
-        #: None for a span that is not sampled (nothing is recorded).
-        self._pipeline = pipeline
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.trace_state = trace_state
-        #: Name, kind and the attributes known at start but the message id, encoded.
-        self._head = head
-        self._msg_id = msg_id
-        self._attach = attach
-        self._token: Token[otel_context.Context] | None = None
-        self._more: _Extras | None = None
-        self._span_context: SpanContext | None = None
-        self._failed = False
-        self._ended = False
-        self._start = time.time_ns()
+    @property
+    def trace_id(self) -> bytes:
+        return self._ids[2:18]
+
+    @property
+    def parent_id(self) -> bytes:
+        return self._ids[20:]
 
     @property
     def sampled(self) -> bool:
-        return self._pipeline is not None
-
-    # -- the hooks' scope ---------------------------------------------------------------
-
-    def __enter__(self) -> _Span:
-        if self._attach:
-            current = _get_current()
-            self._token = _attach(
-                otel_context.Context({**current, _SPAN_KEY: self} if current else {_SPAN_KEY: self})
-            )
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if self._token is not None:
-            try:
-                _detach(self._token)
-            except ValueError:
-                pass  # entered in another asyncio task: that context is gone anyway
-            self._token = None
-        # CancelledError, KeyboardInterrupt, GeneratorExit are not failures.
-        if exc is not None and isinstance(exc, Exception) and not self._failed:
-            self.error(exc)
-        self.end()
+        return self._recorder is not None
 
     def error(self, exc: BaseException) -> None:
         """Mark the span failed with this exception (once)."""
@@ -389,49 +346,27 @@ class _Span(trace.Span):
     def _annotations(self) -> _Extras | None:
         """Where what the span gathers goes (made on first use); None when nothing
         is recorded: the span is not sampled, or it has ended."""
-        pipeline = self._pipeline
-        if pipeline is None or self._ended:
+        recorder = self._recorder
+        if recorder is None or self._ended:
             return None
         if self._more is None:
-            self._more = _Extras(pipeline.config)
+            self._more = _Extras(recorder.config)
         return self._more
 
-    # -- opentelemetry.trace.Span -------------------------------------------------------
-
-    def end(self, end_time: int | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        pipeline = self._pipeline
-        if pipeline is None:
-            return
-        rest = self._head
-        if self._msg_id:
-            rest += _message_id(self._msg_id)
-        if self.trace_state or self._more is not None:
-            rest += self._uncommon()
-        pipeline.record(
-            _encode(
-                self.trace_id,
-                self.span_id,
-                self.parent_id,
-                self._start,
-                end_time if end_time is not None else time.time_ns(),
-                rest,
-            )
-        )
-
     def _uncommon(self) -> bytes:
-        """Trace state, and what the handler or a failure added."""
+        """Trace state, and what the handler or a failure added (the core encodes
+        the rest)."""
         more = string_field(b"\x1a", self.trace_state) if self.trace_state else b""
         if self._more is not None:
             more += self._more.encode()
         return more
 
+    # -- opentelemetry.trace.Span (`end` is the core's) ---------------------------------
+
     def get_span_context(self) -> SpanContext:
         if self._span_context is None:
             self._span_context = SpanContext(
-                int.from_bytes(self.trace_id),
+                int.from_bytes(self._ids[2:18]),
                 int.from_bytes(self.span_id),
                 is_remote=False,
                 trace_flags=TraceFlags(TraceFlags.SAMPLED if self.sampled else 0),
@@ -442,7 +377,7 @@ class _Span(trace.Span):
         return self._span_context
 
     def is_recording(self) -> bool:
-        return self._pipeline is not None and not self._ended
+        return self._recorder is not None and not self._ended
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
         if (more := self._annotations()) is not None:
@@ -486,13 +421,130 @@ class _Span(trace.Span):
             more.event("exception", when, attrs)
 
 
+class _PyCore:
+    """A span's core in Python: the definition of the compiled `SpanCore`."""
+
+    # What few spans change, as class defaults rather than set on every span.
+    _attach = False
+    _token: Token[otel_context.Context] | None = None
+    _more: _Extras | None = None
+    _span_context: SpanContext | None = None
+    _failed = False
+    _ended = False
+
+    def __init__(
+        self,
+        recorder: PyRecorder | Any | None,
+        ids: bytes,
+        span_id: bytes,
+        trace_state: str | None,
+        head: bytes,
+        msg_id: str | None,
+    ) -> None:
+        self._recorder = recorder
+        self._ids = ids
+        self.span_id = span_id
+        self.trace_state = trace_state
+        self._head = head
+        self._msg_id = msg_id
+        self._start = time.time_ns()
+
+    def __enter__(self) -> Any:
+        if self._attach:
+            current = _get_current()
+            self._token = _attach(
+                otel_context.Context({**current, _SPAN_KEY: self} if current else {_SPAN_KEY: self})
+            )
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if self._token is not None:
+            try:
+                _detach(self._token)
+            except ValueError:
+                pass  # entered in another asyncio task: that context is gone anyway
+            self._token = None
+        # CancelledError, KeyboardInterrupt, GeneratorExit are not failures.
+        if exc is not None and isinstance(exc, Exception) and not self._failed:
+            cast(_SpanApi, self).error(exc)
+        self.end()
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        recorder = self._recorder
+        if recorder is None:
+            return
+        rest = self._head
+        if self._msg_id:
+            rest += _message_id(self._msg_id)
+        if self.trace_state or self._more is not None:
+            rest += cast(_SpanApi, self)._uncommon()
+        recorder.record(
+            _encode(
+                self._ids,
+                self.span_id,
+                self._start,
+                end_time if end_time is not None else time.time_ns(),
+                rest,
+            )
+        )
+
+
+class _Span(_PyCore, _SpanApi):
+    """A span recorded by the Python core."""
+
+
+class _ConsumerSpan(_Span):
+    """A consumer span recorded by the Python core: current while its handler runs."""
+
+    _attach = True
+
+
+_OURS: tuple[type, ...] = (_Span, _ConsumerSpan)
+#: The compiled core, when built and the OpenTelemetry context is a ContextVar
+#: (it sets that variable itself).
+_COMPILED = speedups is not None and _CONTEXT_VAR is not None
+if speedups is not None and _CONTEXT_VAR is not None:
+
+    class _CSpan(speedups.SpanCore, _SpanApi):
+        """A span recorded by the compiled core (a consumer's `_attach` is set)."""
+
+    speedups.init(
+        _CONTEXT_VAR,
+        otel_context.Context,
+        _SPAN_KEY,
+        _parse_traceparent,
+        _TRACEPARENT,
+        _TRACESTATE,
+        _MSG_ID,
+    )
+    _OURS += (_CSpan,)
+
+
 class MeshTracer:
     """The `actormesh._hooks.Tracer` protocol over a `TracingPipeline`."""
 
-    __slots__ = ("_bound", "_heads", "_parent_based", "_pipeline", "_sampler")
+    __slots__ = (
+        "_bound",
+        "_compiled",
+        "_heads",
+        "_parent_based",
+        "_pipeline",
+        "_recorder",
+        "_sampler",
+        "_span",
+    )
 
     def __init__(self, pipeline: TracingPipeline) -> None:
         self._pipeline = pipeline
+        # Either recorder takes any span; the compiled core needs the compiled one.
+        self._recorder: Any = pipeline.recorder
+        #: Whether the compiled core records the spans (with the pipeline's
+        #: compiled recorder), else the Python one.
+        self._compiled = pipeline.speedups and _COMPILED
+        self._span: Callable[..., _SpanApi] = _CSpan if self._compiled else _Span
         self._sampler = pipeline.sampler
         #: Encoded span heads (name, kind, fixed attributes) by what fixes them.
         self._heads: dict[tuple[str | bool, ...], bytes] = {}
@@ -540,24 +592,35 @@ class MeshTracer:
 
     def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
         current = _get_current().get(_SPAN_KEY)
+        if current is None and self._compiled and operation != "reply":
+            # A root span to a fixed destination (a tell or an ask from outside any
+            # span): the compiled core makes it whole.
+            head = self._heads.get((operation, destination)) or self._cached_head(
+                (operation, destination), operation, destination
+            )
+            span = speedups.producer(_CSpan, self._recorder, headers, head)
+            return NO_SPAN if span is None else span
         trace_state: str | None = None
-        if type(current) is _Span:
+        if type(current) in _OURS:
+            current = cast(_SpanApi, current)
             trace_id, parent_id = current.trace_id, current.span_id
             trace_state = current.trace_state
-            sampled = self._sampler.child(current._pipeline is not None, trace_id)
+            sampled = self._sampler.child(current._recorder is not None, trace_id)
+            ids = _TRACE_TAG + trace_id + b"\x22\x08" + parent_id
         elif (
             current is not None  # before the (slower) ABC check: the common root case
             and isinstance(current, trace.Span)
             and (parent := current.get_span_context()).is_valid
         ):
             trace_id = parent.trace_id.to_bytes(16)
-            parent_id = parent.span_id.to_bytes(8)
             trace_state = parent.trace_state.to_header() if parent.trace_state else None
             sampled = self._sampler.child(parent.trace_flags.sampled, trace_id)
+            ids = _TRACE_TAG + trace_id + b"\x22\x08" + parent.span_id.to_bytes(8)
         else:
             number = _getrandbits(128) or 1
-            trace_id, parent_id = number.to_bytes(16), b""
+            trace_id = number.to_bytes(16)
             sampled = number & _LOW_64 < self._bound
+            ids = _TRACE_TAG + trace_id
         span_id = (_getrandbits(64) or 1).to_bytes(8)
         if trace_state:
             headers[_TRACESTATE] = trace_state
@@ -572,16 +635,7 @@ class MeshTracer:
             head = self._heads.get((operation, destination)) or self._cached_head(
                 (operation, destination), operation, destination
             )
-        return _Span(
-            self._pipeline,
-            trace_id,
-            span_id,
-            parent_id,
-            trace_state,
-            head,
-            headers.get(_MSG_ID),
-            False,
-        )
+        return self._span(self._recorder, ids, span_id, trace_state, head, headers.get(_MSG_ID))
 
     def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
         """A producer span of no length, for a message sent without waiting on it."""
@@ -590,6 +644,12 @@ class MeshTracer:
         if operation == "reply" or _get_current().get(_SPAN_KEY) is not None:
             with self.producer(destination=destination, headers=headers, operation=operation):
                 return
+        rest = self._heads.get((operation, destination)) or self._cached_head(
+            (operation, destination), operation, destination
+        )
+        if self._compiled:
+            speedups.sent(self._recorder, headers, rest)
+            return
         number = _getrandbits(128) or 1
         trace_id = number.to_bytes(16)
         span_id = (_getrandbits(64) or 1).to_bytes(8)
@@ -597,14 +657,11 @@ class MeshTracer:
         headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-{'01' if sampled else '00'}"
         if not sampled:
             return
-        rest = self._heads.get((operation, destination)) or self._cached_head(
-            (operation, destination), operation, destination
-        )
         msg_id = headers.get(_MSG_ID)
         if msg_id:
             rest += _message_id(msg_id)
         now = time.time_ns()
-        self._pipeline.record(_encode(trace_id, span_id, b"", now, now, rest))
+        self._recorder.record(_encode(_TRACE_TAG + trace_id, span_id, now, now, rest))
 
     def consumer(
         self,
@@ -616,21 +673,6 @@ class MeshTracer:
         key: str,
         deliveries: int,
     ) -> Any:
-        raw = headers.get(_TRACEPARENT)
-        parent = _parse_traceparent(raw) if raw is not None else None
-        if parent is not None:
-            trace_id, parent_id, sampled = parent
-            trace_state = headers.get(_TRACESTATE) or None
-            if not self._parent_based:  # `Sampler.child`, inlined on this hot path
-                sampled = int.from_bytes(trace_id[8:]) < self._bound
-        else:
-            number = _getrandbits(128) or 1
-            trace_id, parent_id, trace_state = number.to_bytes(16), b"", None
-            sampled = number & _LOW_64 < self._bound
-        span_id = (_getrandbits(64) or 1).to_bytes(8)
-        if not sampled:
-            # Still current while the handler runs: its sends continue the trace.
-            return _Span(None, trace_id, span_id, parent_id, trace_state, b"", None, True)
         # A first delivery's cached head includes its delivery count; a redelivery
         # (rare) adds its count to the head without one.
         first = deliveries == 1
@@ -644,13 +686,21 @@ class MeshTracer:
         )
         if not first:
             head += attribute(DELIVERY_COUNT, deliveries)
-        return _Span(
-            self._pipeline,
-            trace_id,
-            span_id,
-            parent_id,
-            trace_state,
-            head,
-            headers.get(_MSG_ID),
-            True,
-        )
+        if self._compiled:
+            return speedups.consumer(_CSpan, self._recorder, headers, head)
+        raw = headers.get(_TRACEPARENT)
+        parent = _parse_traceparent(raw) if raw is not None else None
+        if parent is not None:
+            ids, sampled = parent
+            trace_state = headers.get(_TRACESTATE) or None
+            if not self._parent_based:  # `Sampler.child`, inlined on this hot path
+                sampled = int.from_bytes(ids[10:18]) < self._bound
+        else:
+            number = _getrandbits(128) or 1
+            ids, trace_state = _TRACE_TAG + number.to_bytes(16), None
+            sampled = number & _LOW_64 < self._bound
+        span_id = (_getrandbits(64) or 1).to_bytes(8)
+        if not sampled:
+            # Still current while the handler runs: its sends continue the trace.
+            return _ConsumerSpan(None, ids, span_id, trace_state, b"", None)
+        return _ConsumerSpan(self._recorder, ids, span_id, trace_state, head, headers.get(_MSG_ID))

@@ -26,9 +26,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .._errors import ConfigError
 from .._version import VERSION
 from ._config import TracingConfig
 from ._otlp import ExportFailed, HttpSender, describe, encode_request, resource_scope
+from ._recorder import SPEEDUPS, PyRecorder, Recorder
 
 __all__ = ["PipelineStats", "Sampler", "TracingPipeline", "run_off_loop", "tracing_from_env"]
 
@@ -103,6 +105,7 @@ class TracingPipeline:
         service_name: str | None = None,
         instance_id: str | None = None,
         exporters: Sequence[Exporter] | None = None,
+        speedups: bool | None = None,
     ) -> None:
         self.config = config
         self.resource: dict[str, str] = config.resource(
@@ -125,21 +128,30 @@ class TracingPipeline:
         self._closed = False
         self._exported = self._dropped = self._failed = 0
         self._warned_at: dict[str, float] = {}
+        if speedups and not SPEEDUPS:
+            raise ConfigError(
+                "the compiled tracing speedups are not built: reinstall actormesh with a "
+                "C compiler and the Python headers, or leave speedups unset"
+            )
+        #: Whether the compiled speedups record this pipeline's spans.
+        self.speedups = SPEEDUPS if speedups is None else speedups
+        recorder = Recorder if self.speedups else PyRecorder
+        #: Where spans are queued: `record(span)` takes one encoded span (a
+        #: `ScopeSpans.spans` entry).
+        self.recorder = recorder(
+            self._queue,
+            self._max_queue,
+            self._batch,
+            self._wake.set,
+            self._drop,
+            config,
+            self.sampler.bound,
+            self.sampler.parent_based,
+        )
+        self.record: Callable[[bytes], None] = self.recorder.record
         self._thread = threading.Thread(target=self._run, name="actormesh-span-export", daemon=True)
         self._thread.start()
         atexit.register(self._at_exit)
-
-    # -- the hot path (event loop) ----------------------------------------------------
-
-    def record(self, span: bytes) -> None:
-        """Queue one encoded span (a `ScopeSpans.spans` entry) for export."""
-        queue = self._queue
-        if len(queue) >= self._max_queue or self._closed:
-            self._drop()
-            return
-        queue.append(span)
-        if len(queue) >= self._batch and not self._wake.is_set():
-            self._wake.set()
 
     def _drop(self) -> None:
         self._dropped += 1
@@ -177,7 +189,7 @@ class TracingPipeline:
         """Export what is queued (waiting at most `timeout`), then stop. Idempotent."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self.recorder.closed = True
         atexit.unregister(self._at_exit)
         self._stopping = True
         self._wake.set()
@@ -234,6 +246,7 @@ class TracingPipeline:
         while True:
             self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
+            self.recorder.woken = False
             with self._lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
             stopping = self._stopping
