@@ -7,6 +7,11 @@ SDK's ~100: ids are kept as bytes, the parts of a span fixed by its subject
 encoded to OTLP protobuf as it ends (`_otlp`) and queued for the export
 thread (`_pipeline`).
 
+A span's core (start, current while its handler runs, end, encode, queue) is
+the compiled `_speedups.SpanCore` when that extension is built, else `_PyCore`
+here, its definition; the spans a message needs most often (a consumer span,
+a root producer span, `tell_many`'s) are made whole by the extension too.
+
 It interoperates with the OpenTelemetry API: a consumer span is the current
 span (`opentelemetry.trace.get_current_span()`) while the handler runs, so
 spans a handler starts with any OpenTelemetry tracer are its children, and
@@ -100,8 +105,6 @@ def _context_functions(
 _CONTEXT_VAR = _context_var()
 _get_current, _attach, _detach = _context_functions(_CONTEXT_VAR)
 
-_ZERO_TRACE = bytes(16)
-_ZERO_SPAN = bytes(8)
 _LOW_64 = (1 << 64) - 1
 _REPLY = ("reply", "")
 _TRACEPARENT = Hdr.TRACEPARENT
