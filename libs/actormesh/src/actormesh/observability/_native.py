@@ -40,7 +40,7 @@ from .._hooks import NO_SPAN
 from .._wire import Hdr
 from . import _otlp
 from ._otlp import KIND_CONSUMER, KIND_PRODUCER, attribute, string_field, varint
-from ._recorder import PyRecorder, speedups
+from ._recorder import speedups
 
 if TYPE_CHECKING:
     from ._config import TracingConfig
@@ -437,7 +437,7 @@ class _PyCore:
 
     def __init__(
         self,
-        recorder: PyRecorder | Any | None,
+        recorder: Any,
         ids: bytes,
         span_id: bytes,
         trace_state: str | None,
@@ -508,7 +508,7 @@ class _ConsumerSpan(_Span):
 _OURS: tuple[type, ...] = (_Span, _ConsumerSpan)
 #: The compiled core, when built and the OpenTelemetry context is a ContextVar
 #: (it sets that variable itself).
-_COMPILED = speedups is not None and _CONTEXT_VAR is not None
+_COMPILED = False
 if speedups is not None and _CONTEXT_VAR is not None:
 
     class _CSpan(speedups.SpanCore, _SpanApi):
@@ -524,6 +524,7 @@ if speedups is not None and _CONTEXT_VAR is not None:
         _MSG_ID,
     )
     _OURS += (_CSpan,)
+    _COMPILED = True
 
 
 class MeshTracer:
@@ -595,14 +596,18 @@ class MeshTracer:
 
     def producer(self, *, destination: str, headers: dict[str, str], operation: str) -> Any:
         current = _get_current().get(_SPAN_KEY)
-        if current is None and self._compiled and operation != "reply":
-            # A root span to a fixed destination (a tell or an ask from outside any
-            # span): the compiled core makes it whole.
+        if operation == "reply":
+            # Reply inboxes are per asker: the destination is not part of the head.
+            head = self._cached_head(_REPLY, operation, "") + attribute(DESTINATION, destination)
+        else:
             head = self._heads.get((operation, destination)) or self._cached_head(
                 (operation, destination), operation, destination
             )
-            span = speedups.producer(_CSpan, self._recorder, headers, head)
-            return NO_SPAN if span is None else span
+            if current is None and self._compiled:
+                # A root span to a fixed destination (a tell or an ask from outside
+                # any span): the compiled core makes it whole.
+                span = speedups.producer(_CSpan, self._recorder, headers, head)
+                return NO_SPAN if span is None else span
         trace_state: str | None = None
         if type(current) in _OURS:
             current = cast(_SpanApi, current)
@@ -630,14 +635,6 @@ class MeshTracer:
         headers[_TRACEPARENT] = f"00-{trace_id.hex()}-{span_id.hex()}-{'01' if sampled else '00'}"
         if not sampled:
             return NO_SPAN
-        if operation == "reply":
-            # Reply inboxes are per asker: the destination is not part of the head.
-            head = self._cached_head(_REPLY, operation, "")
-            head += attribute(DESTINATION, destination)
-        else:
-            head = self._heads.get((operation, destination)) or self._cached_head(
-                (operation, destination), operation, destination
-            )
         return self._span(self._recorder, ids, span_id, trace_state, head, headers.get(_MSG_ID))
 
     def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:

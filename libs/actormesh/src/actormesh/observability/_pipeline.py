@@ -125,7 +125,6 @@ class TracingPipeline:
         self._lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
         self._stopping = False
-        self._closed = False
         self._exported = self._dropped = self._failed = 0
         self._warned_at: dict[str, float] = {}
         if speedups and not SPEEDUPS:
@@ -155,7 +154,7 @@ class TracingPipeline:
 
     def _drop(self) -> None:
         self._dropped += 1
-        if self._closed:
+        if self.recorder.closed:
             self._warn("closed", "spans ended after the tracing pipeline was shut down are dropped")
         else:
             self._warn(
@@ -187,9 +186,9 @@ class TracingPipeline:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Export what is queued (waiting at most `timeout`), then stop. Idempotent."""
-        if self._closed:
+        if self.recorder.closed:
             return
-        self._closed = self.recorder.closed = True
+        self.recorder.closed = True
         atexit.unregister(self._at_exit)
         self._stopping = True
         self._wake.set()

@@ -29,6 +29,7 @@
 static PyObject *context_var;    /* the OpenTelemetry runtime context's ContextVar */
 static PyObject *context_type;   /* opentelemetry.context.Context */
 static PyObject *empty_tuple;
+static PyObject *empty_bytes;
 static PyObject *span_key;       /* the key of the current span in a Context */
 static PyObject *parse_fallback; /* _native._parse_traceparent, for rare forms */
 static PyObject *str_traceparent, *str_tracestate, *str_msg_id, *str_error, *str_uncommon;
@@ -730,6 +731,67 @@ header(PyObject *headers, PyObject *name)
     return value != NULL && PyUnicode_Check(value) ? value : NULL;
 }
 
+/* The arguments of `consumer`, `producer` (`with_cls`: a SpanCore subclass
+ * first) and `sent`: then a Recorder, the headers dict and the encoded head. */
+static int
+check_args(const char *name, PyObject *const *args, Py_ssize_t nargs, int with_cls)
+{
+    if (!ready()) {
+        return -1;
+    }
+    Py_ssize_t first = with_cls ? 1 : 0;
+    if (nargs != first + 3 ||
+        (with_cls && !(PyType_Check(args[0]) &&
+                       PyType_IsSubtype((PyTypeObject *)args[0], &SpanCore_Type))) ||
+        !PyObject_TypeCheck(args[first], &Recorder_Type) || !PyDict_Check(args[first + 1]) ||
+        !PyBytes_Check(args[first + 2])) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s(%srecorder: Recorder, headers: dict, head: bytes)", name,
+                     with_cls ? "cls: type[SpanCore], " : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* A root's trace id field in `ids` (ROOT_IDS bytes); -1 on error, else whether
+ * the recorder's sampler keeps it. */
+static int
+root_ids(Recorder *recorder, unsigned char *ids)
+{
+    if (random_id(ids + 2, 16) < 0) {
+        return -1;
+    }
+    ids[0] = TRACE_TAG0;
+    ids[1] = 0x10;
+    return recorder->always || low64(ids + 2) < recorder->bound;
+}
+
+/* A started span of `cls`: recorded by `recorder` (a Recorder, or None when not
+ * sampled), with these ids and fields; NULL with an error set. */
+static PyObject *
+new_span(PyObject *cls, PyObject *recorder, const unsigned char *ids, size_t ids_len,
+         const unsigned char *span_id, PyObject *trace_state, PyObject *head, PyObject *msg_id,
+         char attach)
+{
+    SpanCore *span = span_alloc((PyTypeObject *)cls);
+    if (span == NULL) {
+        return NULL;
+    }
+    span->recorder = Py_NewRef(recorder);
+    span->ids = PyBytes_FromStringAndSize((const char *)ids, (Py_ssize_t)ids_len);
+    span->span_id = PyBytes_FromStringAndSize((const char *)span_id, 8);
+    span->trace_state = Py_NewRef(trace_state);
+    span->head = Py_NewRef(head);
+    span->msg_id = Py_NewRef(msg_id);
+    span->attach = attach;
+    if (span->ids == NULL || span->span_id == NULL) {
+        Py_DECREF(span);
+        return NULL;
+    }
+    span->start = now_ns();
+    return (PyObject *)span;
+}
+
 /* consumer(cls, recorder, headers, head) -> span
  *
  * The consumer span of a message with these headers, started, to be entered
@@ -738,13 +800,7 @@ header(PyObject *headers, PyObject *name)
 static PyObject *
 consumer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!ready()) {
-        return NULL;
-    }
-    if (nargs != 4 || !PyType_Check(args[0]) ||
-        !PyType_IsSubtype((PyTypeObject *)args[0], &SpanCore_Type) || !PyDict_Check(args[2]) ||
-        !PyBytes_Check(args[3]) || !PyObject_TypeCheck(args[1], &Recorder_Type)) {
-        PyErr_SetString(PyExc_TypeError, "consumer(cls, recorder, headers: dict, head: bytes)");
+    if (check_args("consumer", args, nargs, 1) < 0) {
         return NULL;
     }
     PyObject *headers = args[2];
@@ -802,49 +858,29 @@ consumer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             if (!parent_based) {
                 sampled = always || low64(ids + 2) < bound;
             }
+            ids[0] = TRACE_TAG0;
+            ids[1] = 0x10;
         }
     }
-    if (ids_len == ROOT_IDS) {
-        if (random_id(ids + 2, 16) < 0) {
-            return NULL;
-        }
-        sampled = always || low64(ids + 2) < bound;
+    if (ids_len == ROOT_IDS && (sampled = root_ids(recorder, ids)) < 0) {
+        return NULL;
     }
-    ids[0] = TRACE_TAG0;
-    ids[1] = 0x10;
     unsigned char span_id[8];
     if (random_id(span_id, 8) < 0) {
         return NULL;
     }
-    SpanCore *span = span_alloc((PyTypeObject *)args[0]);
-    if (span == NULL) {
+    if (!sampled) {
+        /* Nothing recorded; still current while the handler runs, so that its
+         * sends continue the trace. */
+        return new_span(args[0], Py_None, ids, ids_len, span_id, trace_state, empty_bytes,
+                        Py_None, 1);
+    }
+    PyObject *msg_id = header(headers, str_msg_id);
+    if (msg_id == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    span->ids = PyBytes_FromStringAndSize((const char *)ids, (Py_ssize_t)ids_len);
-    span->span_id = PyBytes_FromStringAndSize((const char *)span_id, 8);
-    span->trace_state = Py_NewRef(trace_state);
-    span->attach = 1;
-    if (sampled) {
-        PyObject *msg_id = header(headers, str_msg_id);
-        if (msg_id == NULL && PyErr_Occurred()) {
-            Py_DECREF(span);
-            return NULL;
-        }
-        span->recorder = Py_NewRef(args[1]);
-        span->head = Py_NewRef(args[3]);
-        span->msg_id = Py_NewRef(msg_id ? msg_id : Py_None);
-    }
-    else {
-        span->recorder = Py_NewRef(Py_None);
-        span->head = PyBytes_FromStringAndSize(NULL, 0);
-        span->msg_id = Py_NewRef(Py_None);
-    }
-    if (span->ids == NULL || span->span_id == NULL || span->head == NULL) {
-        Py_DECREF(span);
-        return NULL;
-    }
-    span->start = now_ns();
-    return (PyObject *)span;
+    return new_span(args[0], args[1], ids, ids_len, span_id, trace_state, args[3],
+                    msg_id ? msg_id : Py_None, 1);
 }
 
 /* A new root's ids and span id, its `traceparent` put in `headers`; -1 on error,
@@ -852,12 +888,10 @@ consumer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 static int
 new_root(Recorder *recorder, PyObject *headers, unsigned char *ids, unsigned char *span_id)
 {
-    if (random_id(ids + 2, 16) < 0 || random_id(span_id, 8) < 0) {
+    int sampled = root_ids(recorder, ids);
+    if (sampled < 0 || random_id(span_id, 8) < 0) {
         return -1;
     }
-    ids[0] = TRACE_TAG0;
-    ids[1] = 0x10;
-    int sampled = recorder->always || low64(ids + 2) < recorder->bound;
     char text[55];
     memcpy(text, "00-", 3);
     put_hex(text + 3, ids + 2, 16);
@@ -873,21 +907,6 @@ new_root(Recorder *recorder, PyObject *headers, unsigned char *ids, unsigned cha
     return rc < 0 ? -1 : sampled;
 }
 
-static int
-producer_args(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t first)
-{
-    if (!ready()) {
-        return -1;
-    }
-    if (nargs != first + 3 || !PyObject_TypeCheck(args[first], &Recorder_Type) ||
-        !PyDict_Check(args[first + 1]) || !PyBytes_Check(args[first + 2])) {
-        PyErr_Format(PyExc_TypeError, "%s(%srecorder, headers: dict, head: bytes)", name,
-                     first ? "cls, " : "");
-        return -1;
-    }
-    return 0;
-}
-
 /* producer(cls, recorder, headers, head) -> span | None
  *
  * A root producer span, started (it is not made current), its `traceparent` put
@@ -895,11 +914,7 @@ producer_args(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssiz
 static PyObject *
 producer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (producer_args("producer", args, nargs, 1) < 0) {
-        return NULL;
-    }
-    if (!PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &SpanCore_Type)) {
-        PyErr_SetString(PyExc_TypeError, "producer: cls must be a SpanCore subclass");
+    if (check_args("producer", args, nargs, 1) < 0) {
         return NULL;
     }
     unsigned char ids[ROOT_IDS], span_id[8];
@@ -911,22 +926,8 @@ producer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (msg_id == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    SpanCore *span = span_alloc((PyTypeObject *)args[0]);
-    if (span == NULL) {
-        return NULL;
-    }
-    span->recorder = Py_NewRef(args[1]);
-    span->ids = PyBytes_FromStringAndSize((const char *)ids, ROOT_IDS);
-    span->span_id = PyBytes_FromStringAndSize((const char *)span_id, 8);
-    span->trace_state = Py_NewRef(Py_None);
-    span->head = Py_NewRef(args[3]);
-    span->msg_id = Py_NewRef(msg_id ? msg_id : Py_None);
-    if (span->ids == NULL || span->span_id == NULL) {
-        Py_DECREF(span);
-        return NULL;
-    }
-    span->start = now_ns();
-    return (PyObject *)span;
+    return new_span(args[0], args[1], ids, ROOT_IDS, span_id, Py_None, args[3],
+                    msg_id ? msg_id : Py_None, 0);
 }
 
 /* sent(recorder, headers, head) -> None
@@ -936,7 +937,7 @@ producer(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 sent(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (producer_args("sent", args, nargs, 0) < 0) {
+    if (check_args("sent", args, nargs, 0) < 0) {
         return NULL;
     }
     unsigned char ids[ROOT_IDS], span_id[8];
@@ -1016,9 +1017,10 @@ PyInit__speedups(void)
         return NULL;
     }
     empty_tuple = PyTuple_New(0);
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     str_error = PyUnicode_InternFromString("error");
     str_uncommon = PyUnicode_InternFromString("_uncommon");
-    if (!empty_tuple || !str_error || !str_uncommon) {
+    if (!empty_tuple || !empty_bytes || !str_error || !str_uncommon) {
         return NULL;
     }
     if (pthread_atfork(NULL, NULL, after_fork_child) != 0) {
