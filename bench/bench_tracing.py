@@ -12,8 +12,9 @@ nothing and only carries a constant ``traceparent`` on every tell, which is
 what the W3C header costs nats-py and the broker before any span is made.
 
 Every unit (one mode, one repetition) gets a fresh ``nats-server`` and a fresh
-worker process; repetitions alternate (off, on, off, on, ...) so both modes
-see the same conditions, and each mode is compared with the "off" unit of
+worker process; each repetition runs every mode once, in reverse order every
+other time (off, on, on, off, ...), so the modes see the same conditions and
+drift favours none of them, and each mode is compared with the "off" unit of
 its own repetition (the median of those ratios is the result). A unit: warm
 up, then N tells to a keyless actor (handlers run concurrently), timed from
 the first publish to the worker's own timestamp of the N-th handled message
@@ -312,7 +313,10 @@ async def run(
     try:
         unit = 0
         for rep in range(repeats):
-            for mode in modes:
+            # Every other repetition runs its modes in reverse (off, on | on, off):
+            # a machine slowing down or speeding up across a repetition then
+            # favours neither mode.
+            for mode in modes if rep % 2 == 0 else modes[::-1]:
                 unit += 1
                 log(f"  [{rep + 1}/{repeats}] tracing {mode}: {messages:,} messages by {api} ...")
                 res = await one_unit(mode, messages, warmup, collector, unit, api)

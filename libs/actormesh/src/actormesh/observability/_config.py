@@ -54,6 +54,12 @@ class TracingConfig:
     #: Seconds (the variable is in milliseconds, as the specification says).
     timeout: float = 10.0
     compression: str = "none"
+    #: TLS for an https endpoint: the CA file the collector's certificate is
+    #: checked against (None: the system's), and a client certificate and key
+    #: for mutual TLS.
+    certificate: str | None = None
+    client_certificate: str | None = None
+    client_key: str | None = None
     service_name: str | None = None
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     sampler: str = "parentbased_always_on"
@@ -191,6 +197,9 @@ class TracingConfig:
             ),
             timeout=timeout_ms / 1000.0,
             compression=compression,
+            certificate=_otlp_file(env, "CERTIFICATE"),
+            client_certificate=_otlp_file(env, "CLIENT_CERTIFICATE"),
+            client_key=_otlp_file(env, "CLIENT_KEY"),
             service_name=(env.get("OTEL_SERVICE_NAME") or "").strip() or None,
             resource_attributes=_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", "")),
             sampler=sampler,
@@ -230,6 +239,12 @@ class MetricsConfig:
             host=(env.get("ACTORMESH_METRICS_HOST") or "").strip() or "127.0.0.1",
             poll_interval=_number(env, "ACTORMESH_METRICS_POLL_INTERVAL", 5.0),
         )
+
+
+def _otlp_file(env: Mapping[str, str], what: str) -> str | None:
+    """OTEL_EXPORTER_OTLP_TRACES_<what>, else OTEL_EXPORTER_OTLP_<what>: a file path."""
+    raw = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{what}") or env.get(f"OTEL_EXPORTER_OTLP_{what}")
+    return (raw or "").strip() or None
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -12,8 +12,8 @@ tests decode what this writes with the official generated classes.
 from __future__ import annotations
 
 import gzip
-import http.client
 import logging
+import ssl
 import struct
 import time
 import traceback
@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError
+from ._http1 import Http1Connection, ProtocolError, tls_context
 
 __all__ = [
     "KIND_CONSUMER",
@@ -168,7 +169,9 @@ class HttpSender:
 
     Retries what the specification says is retryable (429, 502-504, connection
     errors) with exponential backoff, honouring Retry-After, within `timeout`
-    seconds per export. Blocking: it runs in the exporter's thread.
+    seconds per export. Blocking: it runs in the exporter's thread. `https`
+    verifies the collector against the system's CAs or the CA file
+    `certificate`; `client_certificate` (and `client_key`) is for mutual TLS.
     """
 
     def __init__(
@@ -178,49 +181,64 @@ class HttpSender:
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         compression: str = "none",
+        certificate: str | None = None,
+        client_certificate: str | None = None,
+        client_key: str | None = None,
     ) -> None:
         url = urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"OTLP endpoint {endpoint!r} is not an http(s) URL")
-        self._https = url.scheme == "https"
-        self._host = url.hostname
-        self._port = url.port
-        self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        try:
+            port = url.port
+        except ValueError as exc:
+            raise ConfigError(f"OTLP endpoint {endpoint!r}: {exc}") from None
+        https = url.scheme == "https"
+        tls = (
+            tls_context(
+                certificate=certificate,
+                client_certificate=client_certificate,
+                client_key=client_key,
+            )
+            if https
+            else None
+        )
         self._timeout = timeout
         self._compression = compression
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        fixed = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
         if compression != "none":
-            self._headers["Content-Encoding"] = compression
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
-        return self._conn
+            fixed["Content-Encoding"] = compression
+        self._conn = Http1Connection(
+            url.hostname,
+            port if port is not None else (443 if https else 80),
+            timeout=timeout,
+            tls=tls,
+            path=(url.path or "/") + (f"?{url.query}" if url.query else ""),
+            headers=fixed,
+        )
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
 
     def _post(self, body: bytes) -> None:
-        conn = self._connection()
         try:
-            conn.request("POST", self._path, body=body, headers=self._headers)
-            resp = conn.getresponse()
-            detail = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            resp = self._conn.post(body)
+        except ssl.SSLCertVerificationError as exc:
+            # Trying again will not make the certificate trusted.
+            raise ExportFailed(
+                f"the collector's TLS certificate is not trusted ({exc.verify_message}): "
+                "set OTEL_EXPORTER_OTLP_CERTIFICATE to the CA file that signed it",
+                retryable=False,
+            ) from exc
+        except (OSError, ProtocolError) as exc:
             raise ExportFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
         if 200 <= resp.status < 300:
             return
         retry_after: float | None = None
-        raw = resp.getheader("Retry-After")
-        if raw and raw.strip().isdigit():
-            retry_after = float(raw.strip())
+        raw = resp.headers.get("retry-after", "").strip()
+        if raw.isdigit():
+            retry_after = float(raw)
         raise ExportFailed(
-            f"HTTP {resp.status}: {detail[:200]!r}",
+            f"HTTP {resp.status}: {resp.body[:200]!r}",
             retryable=resp.status in _RETRYABLE,
             retry_after=retry_after,
         )

@@ -222,6 +222,9 @@ class TracingPipeline:
                     headers=config.headers,
                     timeout=config.timeout,
                     compression=config.compression,
+                    certificate=config.certificate,
+                    client_certificate=config.client_certificate,
+                    client_key=config.client_key,
                 )
                 self._senders.append(sender)
                 out.append(self._otlp_exporter(sender))

@@ -314,6 +314,9 @@ def _exporters(config: TracingConfig) -> list[SpanExporter]:
                     headers=dict(config.headers),
                     timeout=config.timeout,
                     compression=Compression(config.compression),
+                    certificate_file=config.certificate,
+                    client_certificate_file=config.client_certificate,
+                    client_key_file=config.client_key,
                 )
             )
         elif name == "console":
