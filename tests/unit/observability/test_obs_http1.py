@@ -28,6 +28,7 @@ class Request:
     def __init__(self, head: bytes, body: bytes, connection: int) -> None:
         lines = head.decode("latin-1").split("\r\n")
         self.line = lines[0]
+        self.names = [line.partition(":")[0].lower() for line in lines[1:]]
         self.headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -289,6 +290,20 @@ def test_a_header_or_path_that_would_break_the_request_is_a_config_error(
 def test_the_host_header_leaves_out_a_default_port_and_brackets_ipv6() -> None:
     assert b"Host: example.com\r\n" in Http1Connection("example.com", 80, timeout=1)._head
     assert b"Host: [::1]:4318\r\n" in Http1Connection("::1", 4318, timeout=1)._head
+
+
+def test_the_sender_names_itself_unless_the_headers_do(serve: Callable[..., Server]) -> None:
+    server = serve([([OK], False)])
+    for headers in ({}, {"user-agent": "mine/1"}):
+        sender = HttpSender(server.url, headers=headers)
+        try:
+            sender.send(b"payload")
+        finally:
+            sender.close()
+    default, own = server.requests
+    assert default.headers["user-agent"].startswith("actormesh-OTLP-Exporter-Python/")
+    assert own.headers["user-agent"] == "mine/1"
+    assert own.names.count("user-agent") == 1
 
 
 def test_sender_reports_a_protocol_error_as_retryable(serve: Callable[..., Server]) -> None:

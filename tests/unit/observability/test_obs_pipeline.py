@@ -244,6 +244,7 @@ def test_sender_posts_protobuf_with_headers_on_one_connection(
     assert len(set(receiver.ports)) == 1
     assert h1["Content-Type"] == "application/x-protobuf"
     assert h1["authorization"] == "Bearer t"
+    assert h1["User-Agent"].startswith("actormesh-OTLP-Exporter-Python/")
 
 
 def test_sender_retries_what_the_spec_says_is_retryable(

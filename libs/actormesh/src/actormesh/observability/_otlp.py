@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ConfigError
+from .._version import VERSION
 from ._http1 import Http1Connection, ProtocolError, tls_context
 
 __all__ = [
@@ -205,6 +206,9 @@ class HttpSender:
         self._timeout = timeout
         self._compression = compression
         fixed = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
+        if not any(name.lower() == "user-agent" for name in fixed):
+            # The OTLP specification asks exporters to name themselves so.
+            fixed["User-Agent"] = f"actormesh-OTLP-Exporter-Python/{VERSION}"
         if compression != "none":
             fixed["Content-Encoding"] = compression
         self._conn = Http1Connection(
