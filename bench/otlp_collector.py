@@ -56,7 +56,7 @@ class Bodies:
     def __init__(self, arena_bytes: int) -> None:
         self.arena = bytearray(arena_bytes)
         self.used = 0
-        self.spans: list[memoryview | bytearray] = []
+        self.kept: list[memoryview | bytearray] = []
 
     def buffer(self, length: int) -> memoryview | bytearray:
         """Where the next body (`length` bytes) goes; kept once it is filled."""
@@ -65,12 +65,12 @@ class Bodies:
             self.used += length
         else:
             buf = bytearray(length)
-        self.spans.append(buf)
+        self.kept.append(buf)
         return buf
 
     def take(self) -> list[memoryview | bytearray]:
         """The bodies so far; the arena is then free for the next ones."""
-        out, self.spans = self.spans, []
+        out, self.kept = self.kept, []
         self.used = 0
         return out
 
@@ -91,6 +91,8 @@ class _Http(asyncio.BufferedProtocol):
         self.body: memoryview | bytearray | None = None
         self.body_len = 0
         self.method = self.path = ""
+        #: Whether that request is an export (its body is kept).
+        self.export = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -113,16 +115,14 @@ class _Http(asyncio.BufferedProtocol):
                 return
             lines = bytes(self.head[:end]).decode("latin-1").split("\r\n")
             self.method, self.path, _ = lines[0].split(" ", 2)
+            self.export = self.method == "POST" and self.path == "/v1/traces"
             length = 0
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
             extra = self.head[end + 4 : self.head_len]
-            if self.method == "POST" and self.path == "/v1/traces":
-                self.body = self.bodies.buffer(length)
-            else:
-                self.body = bytearray(length)
+            self.body = self.bodies.buffer(length) if self.export else bytearray(length)
             self.body[: len(extra)] = extra
             self.body_len = len(extra)
             self.head_len = 0
@@ -132,7 +132,7 @@ class _Http(asyncio.BufferedProtocol):
 
     def _answer(self) -> None:
         assert self.transport is not None
-        if self.method == "POST" and self.path == "/v1/traces":
+        if self.export:
             self.transport.write(_OK)
             return
         if self.method == "GET" and self.path == "/counts":

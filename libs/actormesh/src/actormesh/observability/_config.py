@@ -140,11 +140,7 @@ class TracingConfig:
             return cls()
 
         if "otlp" in exporters:
-            protocol = (
-                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "http/protobuf"
-            ).strip()
+            protocol = (_otlp_var(env, "PROTOCOL") or "http/protobuf").strip()
             if protocol != "http/protobuf":
                 raise ConfigError(
                     f"OTLP protocol {protocol!r} is not supported: actormesh exports "
@@ -157,15 +153,7 @@ class TracingConfig:
             base = base_endpoint or "http://localhost:4318"
             endpoint = base.rstrip("/") + "/v1/traces"
 
-        compression = (
-            (
-                env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
-                or env.get("OTEL_EXPORTER_OTLP_COMPRESSION")
-                or "none"
-            )
-            .strip()
-            .lower()
-        )
+        compression = (_otlp_var(env, "COMPRESSION") or "none").strip().lower()
         if compression not in _COMPRESSIONS:
             raise ConfigError(f"OTLP compression {compression!r}: use none, gzip or deflate")
 
@@ -189,12 +177,7 @@ class TracingConfig:
         return cls(
             exporters=exporters,
             endpoint=endpoint,
-            headers=_pairs(
-                env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-                or env.get("OTEL_EXPORTER_OTLP_HEADERS")
-                or "",
-                lower_keys=True,
-            ),
+            headers=_pairs(_otlp_var(env, "HEADERS") or "", lower_keys=True),
             timeout=timeout_ms / 1000.0,
             compression=compression,
             certificate=_otlp_file(env, "CERTIFICATE"),
@@ -241,10 +224,15 @@ class MetricsConfig:
         )
 
 
+def _otlp_var(env: Mapping[str, str], what: str) -> str | None:
+    """OTEL_EXPORTER_OTLP_TRACES_<what> if set and not empty, else
+    OTEL_EXPORTER_OTLP_<what>: the signal's own variable wins."""
+    return env.get(f"OTEL_EXPORTER_OTLP_TRACES_{what}") or env.get(f"OTEL_EXPORTER_OTLP_{what}")
+
+
 def _otlp_file(env: Mapping[str, str], what: str) -> str | None:
-    """OTEL_EXPORTER_OTLP_TRACES_<what>, else OTEL_EXPORTER_OTLP_<what>: a file path."""
-    raw = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{what}") or env.get(f"OTEL_EXPORTER_OTLP_{what}")
-    return (raw or "").strip() or None
+    """A file path from `_otlp_var`; None when unset or blank."""
+    return (_otlp_var(env, what) or "").strip() or None
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -73,7 +73,8 @@ def _check_text(text: str, what: str, *, empty_ok: bool = False) -> str:
 
 
 class Http1Connection:
-    """One connection to `host:port`, opened on first use and kept alive.
+    """One connection to `host:port` (by default 80, or 443 with `tls`), opened on
+    first use and kept alive.
 
     `post` sends one request and reads its answer. A kept-alive connection the
     server closed while idle is noticed when the answer does not come, and the
@@ -85,20 +86,19 @@ class Http1Connection:
     def __init__(
         self,
         host: str,
-        port: int,
+        port: int | None,
         *,
         timeout: float,
         tls: ssl.SSLContext | None = None,
         path: str = "/",
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._address = (host, port)
+        default_port = 443 if tls is not None else 80
+        self._address = (host, default_port if port is None else port)
         self._timeout = timeout
         self._tls = tls
-        self._server_hostname = host
-        default_port = 443 if tls is not None else 80
         authority = f"[{host}]" if ":" in host else host
-        if port != default_port:
+        if port not in (None, default_port):
             authority += f":{port}"
         if " " in path:
             raise ConfigError(f"HTTP path {path!r} holds a space")
@@ -151,7 +151,7 @@ class Http1Connection:
             # Nagle's algorithm for the next request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._server_hostname)
+                sock = self._tls.wrap_socket(sock, server_hostname=self._address[0])
         except BaseException:
             sock.close()
             raise

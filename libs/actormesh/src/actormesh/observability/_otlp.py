@@ -193,14 +193,13 @@ class HttpSender:
             port = url.port
         except ValueError as exc:
             raise ConfigError(f"OTLP endpoint {endpoint!r}: {exc}") from None
-        https = url.scheme == "https"
         tls = (
             tls_context(
                 certificate=certificate,
                 client_certificate=client_certificate,
                 client_key=client_key,
             )
-            if https
+            if url.scheme == "https"
             else None
         )
         self._timeout = timeout
@@ -213,7 +212,7 @@ class HttpSender:
             fixed["Content-Encoding"] = compression
         self._conn = Http1Connection(
             url.hostname,
-            port if port is not None else (443 if https else 80),
+            port,
             timeout=timeout,
             tls=tls,
             path=(url.path or "/") + (f"?{url.query}" if url.query else ""),
