@@ -45,8 +45,10 @@ browser:
 	  { echo "!! could not install chromium: run 'apt-get install chromium' and retry"; exit 1; }; }
 
 test: install lint typecheck proto-check browser
-	@echo ">> pytest (real nats-server, headless Chromium, chaos)"
-	@$(UV) run pytest $(PYTEST_ARGS)
+	@echo ">> pytest (real nats-server, headless Chromium, chaos), with coverage (floor in pyproject.toml)"
+	@$(UV) run coverage run -m pytest $(PYTEST_ARGS)
+	@echo ">> coverage (fails below the floor, fail_under in pyproject.toml)"
+	@$(UV) run coverage report
 
 test-fast: install
 	@$(UV) run pytest tests/unit $(PYTEST_ARGS)
@@ -55,4 +57,4 @@ bench: install
 	@$(UV) run python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf .actormesh test-artifacts bench/results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .actormesh test-artifacts bench/results .pytest_cache .mypy_cache .ruff_cache .coverage build libs/actormesh/build

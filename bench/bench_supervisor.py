@@ -94,10 +94,87 @@ async def _stop(proc: Any) -> None:
             await proc.wait()
 
 
-async def recovery(url: str, *, kills: int, stops: int) -> dict[str, Any]:
-    import msgspec
+async def _wait_until(pred: Any, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.002)
+    return time.monotonic()
 
-    from actormesh import Event, Heartbeat, Mesh
+
+class _Recovery:
+    """What the recovery run watches: handled ticks, `failed` events, worker pids."""
+
+    def __init__(self) -> None:
+        import msgspec
+
+        from actormesh import Event, Heartbeat
+
+        self.handled: list[tuple[float, int]] = []
+        self.failed: list[tuple[float, Any]] = []
+        self.pid: dict[str, int] = {}
+        self.running = True
+        self.results: dict[str, dict[str, list[float]]] = {
+            "SIGKILL": {"detect": [], "handling": []},
+            "SIGSTOP": {"detect": [], "handling": []},
+        }
+        self._dec_evt = msgspec.json.Decoder(Event).decode
+        self._dec_hb = msgspec.json.Decoder(Heartbeat).decode
+        self._encode = msgspec.json.Encoder().encode
+
+    async def on_handled(self, msg: Any) -> None:
+        self.handled.append((time.monotonic(), int(msg.data.split()[0])))
+
+    async def on_failed(self, msg: Any) -> None:
+        self.failed.append((time.monotonic(), self._dec_evt(msg.data)))
+
+    async def on_hb(self, msg: Any) -> None:
+        hb = self._dec_hb(msg.data)
+        if hb.status == "running":
+            self.pid[hb.worker] = hb.pid
+
+    async def sender(self, mesh: Any) -> None:
+        n = 0
+        while self.running:
+            n += 1
+            try:
+                await mesh.ref("stamp", None).tell(self._encode(Tick(n=n)))
+            except Exception as exc:  # the mailbox may not exist for the first moment
+                log(f"tell failed: {exc!r}")
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.01)
+
+    async def one_fault(self, i: int, how: str, total: int) -> None:
+        handled, failed, pid = self.handled, self.failed, self.pid
+        victim = pid["stamp-1"]
+        await _wait_until(lambda: bool(handled) and handled[-1][1] == victim, 30)
+        n_failed = len(failed)
+        t0 = time.monotonic()
+        os.kill(victim, signal.SIGKILL if how == "SIGKILL" else signal.SIGSTOP)
+        await _wait_until(lambda: len(failed) > n_failed, 30)
+        t_detect = failed[n_failed][0]
+        await _wait_until(lambda: any(p != victim for _, p in handled[-50:]), 30)
+        t_back = next(t for t, p in handled if t > t0 and p != victim)
+        self.results[how]["detect"].append(t_detect - t0)
+        self.results[how]["handling"].append(t_back - t0)
+        log(
+            f"{how} {i}/{total}: detected {t_detect - t0:.3f}s, "
+            f"handling again {t_back - t0:.3f}s ({failed[n_failed][1].detail.get('cause')})"
+        )
+        if how == "SIGSTOP":
+            try:
+                os.kill(victim, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # fenced by the supervisor, as it should be
+        pid.pop("stamp-1", None)
+        await _wait_until(lambda: "stamp-1" in pid, 30)
+        handled.clear()
+        await asyncio.sleep(2.3)  # past reset_after: every kill starts at the min backoff
+
+
+async def recovery(url: str, *, kills: int, stops: int) -> dict[str, Any]:
+    from actormesh import Mesh
 
     groups = (
         '[[groups]]\nname = "bench"\nintensity = 10000\nperiod = 60\nbackoff_min = 0.1\n'
@@ -109,86 +186,25 @@ async def recovery(url: str, *, kills: int, stops: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sup-"))
     sup = await _start_supervisor(tmp, config, url, "--no-dashboard")
     mesh = await Mesh.connect(url, prefix=PREFIX)
-    handled: list[tuple[float, int]] = []
-    failed: list[tuple[float, Event]] = []
-    pid: dict[str, int] = {}
-    dec_evt = msgspec.json.Decoder(Event).decode
-    dec_hb = msgspec.json.Decoder(Heartbeat).decode
-
-    async def on_handled(msg: Any) -> None:
-        handled.append((time.monotonic(), int(msg.data.split()[0])))
-
-    async def on_failed(msg: Any) -> None:
-        failed.append((time.monotonic(), dec_evt(msg.data)))
-
-    async def on_hb(msg: Any) -> None:
-        hb = dec_hb(msg.data)
-        if hb.status == "running":
-            pid[hb.worker] = hb.pid
-
-    await mesh.nc.subscribe(f"{PREFIX}.bench.handled", cb=on_handled)
-    await mesh.nc.subscribe(f"{PREFIX}.sys.evt.failed", cb=on_failed)
-    await mesh.nc.subscribe(f"{PREFIX}.sys.hb.stamp.>", cb=on_hb)
-    encode = msgspec.json.Encoder().encode
-    running = True
-
-    async def sender() -> None:
-        n = 0
-        while running:
-            n += 1
-            try:
-                await mesh.ref("stamp", None).tell(encode(Tick(n=n)))
-            except Exception as exc:  # the mailbox may not exist for the first moment
-                log(f"tell failed: {exc!r}")
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(0.01)
-
-    async def wait_for(pred: Any, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            await asyncio.sleep(0.002)
-        return time.monotonic()
-
-    results: dict[str, dict[str, list[float]]] = {
-        "SIGKILL": {"detect": [], "handling": []},
-        "SIGSTOP": {"detect": [], "handling": []},
-    }
-    task = asyncio.ensure_future(sender())
+    run = _Recovery()
+    await mesh.nc.subscribe(f"{PREFIX}.bench.handled", cb=run.on_handled)
+    await mesh.nc.subscribe(f"{PREFIX}.sys.evt.failed", cb=run.on_failed)
+    await mesh.nc.subscribe(f"{PREFIX}.sys.hb.stamp.>", cb=run.on_hb)
+    task = asyncio.ensure_future(run.sender(mesh))
     try:
-        await wait_for(lambda: "stamp-1" in pid and len(handled) > 20, 60)
+        await _wait_until(lambda: "stamp-1" in run.pid and len(run.handled) > 20, 60)
         plan = ["SIGKILL"] * kills + ["SIGSTOP"] * stops
         for i, how in enumerate(plan, 1):
-            victim = pid["stamp-1"]
-            await wait_for(lambda v=victim: bool(handled) and handled[-1][1] == v, 30)
-            n_failed = len(failed)
-            t0 = time.monotonic()
-            os.kill(victim, signal.SIGKILL if how == "SIGKILL" else signal.SIGSTOP)
-            t_detect = await wait_for(lambda n=n_failed: len(failed) > n, 30)
-            t_detect = failed[n_failed][0]
-            await wait_for(lambda v=victim: any(p != v for _, p in handled[-50:]), 30)
-            t_back = next(t for t, p in handled if t > t0 and p != victim)
-            results[how]["detect"].append(t_detect - t0)
-            results[how]["handling"].append(t_back - t0)
-            log(
-                f"{how} {i}/{len(plan)}: detected {t_detect - t0:.3f}s, "
-                f"handling again {t_back - t0:.3f}s ({failed[n_failed][1].detail.get('cause')})"
-            )
-            if how == "SIGSTOP":
-                try:
-                    os.kill(victim, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass  # fenced by the supervisor, as it should be
-            pid.pop("stamp-1", None)
-            await wait_for(lambda: "stamp-1" in pid, 30)
-            handled.clear()
-            await asyncio.sleep(2.3)  # past reset_after: every kill starts at the min backoff
+            await run.one_fault(i, how, len(plan))
     finally:
-        running = False
+        run.running = False
         await task
         await mesh.close()
         await _stop(sup)
+    return _recovery_summary(run.results)
+
+
+def _recovery_summary(results: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for how, series in results.items():
         if not series["detect"]:
@@ -209,7 +225,7 @@ async def cost(url: str, *, workers: int, seconds: float) -> dict[str, Any]:
     import psutil
 
     from actormesh import Heartbeat, Mesh
-    from actormesh._subjects import Subjects
+    from actormesh.lowlevel import Subjects
 
     prefix = PREFIX + "cpu"
     groups = ('[[groups]]\nname = "sim"\nintensity = 100000\n\n[[groups.children]]\n'

@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 
 from actormesh import Actor, Context, Event, MailboxConfig, Mesh, Message
-from actormesh._meshfile import MeshFile
+from actormesh.lowlevel import MeshFile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-dashboard-token-0123456789"

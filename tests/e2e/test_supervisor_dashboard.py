@@ -16,7 +16,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from actormesh import Mesh
-from actormesh._wire import Hdr
+from actormesh.lowlevel import Hdr
 from actormesh_supervisor import Service
 from tests.actors_supervisor import (
     ROOT,

@@ -81,3 +81,26 @@ async def test_dlq_commands(mesh: Mesh, subprocess_env: dict[str, str]) -> None:
     assert '{"type":"Bogus"}' in out.stdout
     out = await cli(subprocess_env, "dlq", "purge", "counter")
     assert out.stdout.strip() == "purged 1 dead letters"
+
+
+async def test_dlq_replay_of_a_missing_sequence_is_one_line(
+    mesh: Mesh, subprocess_env: dict[str, str]
+) -> None:
+    async with running_worker(mesh, Counter) as worker:
+        await mesh.ref("counter", "r").tell(b'{"type":"Bogus"}')
+        await eventually(lambda: worker.dead_lettered == 1)
+    for seq in ("999999", "0"):
+        out = await cli(subprocess_env, "dlq", "replay", "counter", "--seq", seq)
+        assert out.returncode == 1, out.stdout
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"no dead letter #{seq} in stream" in lines[0]
+        assert "Traceback" not in out.stderr
+    # The real one still replays (and is gone from the dead letters afterwards).
+    listed = await cli(subprocess_env, "dlq", "list", "counter")
+    seq = listed.stdout.split()[0].lstrip("#")
+    out = await cli(subprocess_env, "dlq", "replay", "counter", "--seq", seq)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"replayed #{seq} -> ")
+    out = await cli(subprocess_env, "dlq", "replay", "counter", "--seq", seq)
+    assert out.returncode == 1 and f"no dead letter #{seq}" in out.stderr

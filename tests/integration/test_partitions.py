@@ -99,3 +99,20 @@ async def test_declare_creates_every_partition_consumer(mesh: Mesh) -> None:
     stream = mesh.subjects.mailbox_stream("tally")
     names = sorted(c.name for c in await mesh.js.consumers_info(stream))
     assert names == ["tally_p0", "tally_p1", "tally_p2"]
+
+
+async def test_a_partition_workers_metrics_show_its_consumer(mesh: Mesh) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from actormesh.observability import WorkerMetrics
+
+    async with running_worker(mesh, Tally, WorkerConfig(partition=1)) as worker:
+        registry = CollectorRegistry()
+        metrics = WorkerMetrics(worker, registry, poll_interval=60)
+        try:
+            assert await metrics.poll_mailbox()
+            text = generate_latest(registry).decode()
+        finally:
+            await metrics.close()
+    assert 'actormesh_consumer_pending_messages{actor_type="tally"}' in text
+    assert 'actormesh_consumer_waiting_pulls{actor_type="tally"}' in text

@@ -7,14 +7,25 @@ nats-py that changes either side fails here rather than on the wire.
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import random
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.errors import BadHeaderError, BadSubjectError
+from packaging.requirements import Requirement
 
-from actormesh._nats import Client, NotCommon, parse_header_block
+from actormesh import _nats
+from actormesh._nats import (
+    OVERRIDES,
+    Client,
+    NatsOverridesDisabled,
+    NotCommon,
+    check_overrides,
+    parse_header_block,
+)
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -24,6 +35,63 @@ def test_overrides_keep_the_signature_of_nats_py(method: str) -> None:
     ours = inspect.signature(getattr(Client, method))
     theirs = inspect.signature(getattr(NatsClient, method))
     assert list(ours.parameters) == list(theirs.parameters)
+
+
+def test_the_installed_nats_py_is_one_the_overrides_were_checked_against() -> None:
+    (pin,) = [
+        Requirement(r)
+        for r in importlib.metadata.requires("actormesh") or []
+        if Requirement(r).name == "nats-py"
+    ]
+    assert pin.specifier.contains(importlib.metadata.version("nats-py"))
+    assert _nats.OVERRIDDEN
+    for name in OVERRIDES:
+        assert getattr(Client, name) is not getattr(NatsClient, name)
+
+
+def _unpatched() -> type[NatsClient]:
+    """A class like `Client`, with the overrides, for `check_overrides` to judge."""
+    return type("Probe", (NatsClient,), {name: Client.__dict__[name] for name in OVERRIDES})
+
+
+async def test_a_changed_method_turns_the_overrides_off_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def changed(self: Any, subject: str, payload: bytes, headers: Any) -> None:
+        pass  # a nats-py whose _send_publish lost a parameter
+
+    monkeypatch.setattr(NatsClient, "_send_publish", changed)
+    probe = _unpatched()
+    with pytest.warns(NatsOverridesDisabled, match="_send_publish") as caught:
+        assert not check_overrides(probe)
+    assert len(caught) == 1
+    # nats-py's own code runs, the header parser included.
+    assert inspect.getattr_static(probe, "_send_publish") is changed
+    assert inspect.getattr_static(probe, "_process_headers") is NatsClient._process_headers
+    block = b"NATS/1.0\r\nk: v\r\n\r\n"
+    assert await probe()._process_headers(block) == {"k": "v"}
+
+
+def test_a_client_without_the_counters_turns_the_overrides_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = NatsClient.__init__
+
+    def init(self: NatsClient, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        del self._flush_queue
+
+    monkeypatch.setattr(NatsClient, "__init__", init)
+    probe = _unpatched()
+    with pytest.warns(NatsOverridesDisabled, match="_flush_queue"):
+        assert not check_overrides(probe)
+    assert "_send_publish" not in probe.__dict__
+
+
+def test_the_installed_nats_py_keeps_the_overrides_without_a_warning() -> None:
+    probe = _unpatched()
+    assert check_overrides(probe)  # a warning would fail the test (filterwarnings=error)
+    assert probe.__dict__["_send_publish"] is Client.__dict__["_send_publish"]
 
 
 def _capturing(cls: type[NatsClient]) -> tuple[NatsClient, list[bytes]]:

@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from yarl import URL
 
 from actormesh import Mesh
-from actormesh._wire import Hdr
+from actormesh.lowlevel import Hdr
 from actormesh_supervisor import Service
 from tests.actors_supervisor import (
     TOKEN,
@@ -181,3 +182,42 @@ async def test_dead_letters_list_inspect_replay_purge_and_drain(
                 assert any(e["worker"] == "ledger-1" for e in await r.json())
     finally:
         await mesh.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.attacker.example:8765", "127.attacker.example", "127.0.0.1.nip.io:8765",
+     "localhost.attacker.example", "[::1]x:8765", "10.0.0.5:8765"],
+)  # fmt: skip
+async def test_open_reads_refuse_a_forged_loopback_host(service: Service, host: str) -> None:
+    # A DNS-rebinding page reaches 127.0.0.1 under its own name: reads (dead-letter
+    # payloads among them) must stay closed to it without the token.
+    url = service.url
+    async with aiohttp.ClientSession() as http:
+        for path in ("api/state", "api/dlq"):
+            async with http.get(url + path, headers={"Host": host}) as r:
+                assert r.status == 401, (host, path)
+        async with http.get(url + "api/state", headers={"Host": host,
+                            "Authorization": f"Bearer {TOKEN}"}) as r:  # fmt: skip
+            assert r.status == 200, "the token still opens it"
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1:{port}", "127.1.2.3:{port}", "[::1]:{port}"]
+)
+async def test_open_reads_accept_loopback_literals(service: Service, host: str) -> None:
+    port = URL(service.url).port
+    headers = {"Host": host.format(port=port)}
+    async with aiohttp.ClientSession() as http, http.get(service.url + "api/state",
+                                                         headers=headers) as r:  # fmt: skip
+        assert r.status == 200, host
+
+
+async def test_replaying_a_missing_dead_letter_is_a_404(service: Service) -> None:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        aiohttp.ClientSession(headers=bearer) as http,
+        http.post(service.url + "api/dlq/999999/replay") as r,
+    ):
+        assert r.status == 404
+        assert "no dead letter #999999" in (await r.json())["error"]

@@ -16,8 +16,7 @@ import pytest
 from aiohttp import web
 
 from actormesh import Heartbeat, Mesh
-from actormesh._mailbox import ensure_system_streams
-from actormesh._subjects import Subjects
+from actormesh.lowlevel import Subjects, ensure_system_streams
 from actormesh_supervisor import Supervisor
 from actormesh_supervisor._history import load_events
 from tests.actors_supervisor import EventLog, child, meshfile, options, wait_until

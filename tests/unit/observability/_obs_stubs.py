@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actormesh import Actor, Mesh, Message, Worker
+from actormesh import Actor, Mesh, Message, MessageInput, Worker
 
 
 class Work(Message):
@@ -75,6 +75,14 @@ def fire(
     worker: Worker, outcome: str, *, data: bytes = b"", obj: Any = None, seconds: float = 0.0
 ) -> None:
     """What the worker does after settling a message."""
-    msg = types.SimpleNamespace(data=data, subject="mesh.mbox.shop.k", headers={})
-    for hook in worker.observers:
-        hook(worker, outcome, msg, obj, seconds)
+    msg: Any = types.SimpleNamespace(data=data, subject="mesh.mbox.shop.k", headers={})
+    given = MessageInput(
+        actor_type="shop", key="k", subject=msg.subject, headers={}, msg=msg, message=obj
+    )
+    for interceptor in worker.interceptors:
+        interceptor.outcome(
+            worker,
+            outcome,  # type: ignore[arg-type]
+            None if outcome == "restarted" else given,
+            seconds,
+        )

@@ -58,12 +58,12 @@ async def test_metrics_and_health_on_a_free_port(worker: Worker, nc: StubNats) -
 async def test_without_a_registry_it_brings_its_own(worker: Worker) -> None:
     server = await serve_worker_http(worker, 0)
     try:
-        assert len(worker.observers) == 1
+        assert len(worker.interceptors) == 1
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
             assert "actormesh_in_flight_messages" in await resp.text()
     finally:
         await server.close()
-    assert worker.observers == []
+    assert worker.interceptors == ()
 
 
 async def test_a_taken_port_is_an_observability_error(worker: Worker) -> None:
@@ -73,7 +73,7 @@ async def test_a_taken_port_is_an_observability_error(worker: Worker) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ObservabilityError, match=f"127.0.0.1:{port}"):
             await serve_worker_http(worker, port)
-    assert worker.observers == []  # nothing left behind
+    assert worker.interceptors == ()  # nothing left behind
 
 
 async def test_a_port_out_of_range_is_a_config_error(worker: Worker) -> None:

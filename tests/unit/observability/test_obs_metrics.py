@@ -128,7 +128,7 @@ async def test_start_polls_and_close_detaches(
 ) -> None:
     nc.js.messages = 3
     metrics = WorkerMetrics(worker, registry, poll_interval=60)
-    assert metrics._observe in worker.observers
+    assert metrics in worker.interceptors
     await metrics.start()
     for _ in range(100):  # the first poll runs at once; give the task its turns
         if metrics.mailbox is not None:
@@ -136,7 +136,7 @@ async def test_start_polls_and_close_detaches(
         await __import__("asyncio").sleep(0)
     assert metrics.mailbox is not None and metrics.mailbox.messages == 3
     await metrics.close()
-    assert metrics._observe not in worker.observers
+    assert metrics not in worker.interceptors
     assert value(scrape(registry), "actormesh_in_flight_messages", actor_type="shop") is None
 
 

@@ -15,13 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from actormesh import ConfigError
 from actormesh.observability import MeshTracer, TracingConfig, TracingPipeline, tracing_from_env
-from actormesh.observability._otlp import (
-    ExportFailed,
-    HttpSender,
-    encode_request,
-    resource_scope,
-    string_field,
-)
+from actormesh.observability._otlp import encode_request, resource_scope, string_field
+from actormesh.observability._sender import ExportFailed, HttpSender
 
 
 def span_bytes(n: int) -> bytes:

@@ -15,7 +15,7 @@ async def test_nothing_configured_changes_nothing(worker: Worker) -> None:
     assert worker.mesh.tracer is None
     assert setup.tracer_provider is None
     assert setup.metrics_port is None
-    assert worker.observers == []
+    assert worker.interceptors == ()
     await setup.close()
 
 
@@ -77,11 +77,11 @@ async def test_metrics_port_zero_serves_and_reports_the_bound_port(
         with pytest.raises(aiohttp.ClientConnectionError):
             async with http.get(f"http://127.0.0.1:{port}/metrics"):
                 pass
-    assert worker.observers == []
+    assert worker.interceptors == ()
 
 
 async def test_bad_settings_fail_before_anything_starts(worker: Worker) -> None:
     with pytest.raises(ConfigError):
         await instrument_worker(worker, env={"OTEL_TRACES_EXPORTER": "zipkin"}, metrics_port=0)
     assert worker.mesh.tracer is None
-    assert worker.observers == []
+    assert worker.interceptors == ()

@@ -38,3 +38,9 @@ async def test_being_cancelled_is_not_an_expiry() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_its_expiry_says_which_limit_passed() -> None:
+    with pytest.raises(DeadlineExpired) as caught:
+        await within(0.01, asyncio.sleep(10))
+    assert caught.value.timeout == 0.01

@@ -13,11 +13,12 @@ import msgspec
 import pytest
 
 from actormesh import Event, Heartbeat
-from actormesh._meshfile import MeshFile, load
+from actormesh.lowlevel import MeshFile
+from actormesh.lowlevel import load_meshfile as load
 from actormesh_supervisor import ProcessBackend, Supervisor, SupervisorError, SupervisorOptions
 from actormesh_supervisor._auth import Auth, loopback_host
 from actormesh_supervisor._options import is_loopback
-from actormesh_supervisor._supervisor import _Failure
+from actormesh_supervisor._state import Failure as _Failure
 from actormesh_supervisor._token import generate_token, read_token_file
 from actormesh_supervisor._views import WorkerView
 
@@ -149,7 +150,7 @@ async def test_missed_heartbeats_declare_a_worker_dead(tmp_path: Path) -> None:
     mf = _mf([{"name": "g", "children": [{"name": "ledger", "actor": "m:C"}]}],
              heartbeat_interval=1.0, heartbeat_misses=3)  # fmt: skip
     sup = Supervisor(_opts(mf, tmp_path))
-    slot = sup._new_slot(sup.groups["g"], sup.children["ledger"][1], "ledger-1")
+    slot = sup.new_slot(sup.groups["g"], sup.children["ledger"][1], "ledger-1")
     slot.state, slot.launched_at = "running", 0.0
     sup.views["ledger-1"] = WorkerView(_hb("ledger-1", handled=0, sent_at=1.0), now=10.0)
     sup.status = "running"
@@ -194,3 +195,22 @@ def test_rebuild_from_events_keeps_counting_and_remembers_failed_groups(tmp_path
     assert sup.window.count(mono) == 3
     sup._rebuild([*history, ev("restarted", "h", now, operator="1", scope="group")])
     assert not sup.groups["h"].failed
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.0.0.1:8765", "127.9.8.7:80", "localhost", "LocalHost:8765", "[::1]",
+     "[::1]:8765", "::1"],
+)  # fmt: skip
+def test_loopback_host_accepts_loopback_literals(host: str) -> None:
+    assert loopback_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.attacker.example:8765", "127.attacker.example", "127.0.0.1.nip.io",
+     "localhost.attacker.example:8765", "evil.example", "10.0.0.5:8765", "0.0.0.0",
+     "[::1]x", "[::1]:port", "[fe80::1]:80", "127.0.0.1:", "127.0.0.1:8765:1", ""],
+)  # fmt: skip
+def test_loopback_host_refuses_names_that_only_look_local(host: str) -> None:
+    assert not loopback_host(host)

@@ -18,11 +18,19 @@ from ._errors import (
     PayloadTooLarge,
     RemoteError,
 )
+from ._interceptor import (
+    CallHandler,
+    HandleMessage,
+    HandlerInterceptor,
+    MessageInput,
+    Outcome,
+    WorkerInterceptor,
+)
 from ._mesh import ActorRef, Mesh, Receipt
 from ._retry import RetryPolicy
 from ._version import VERSION as __version__
 from ._wire import DeadLetterInfo, ErrorReply, Event, Heartbeat, Message
-from ._worker import Worker
+from ._worker import Worker, WorkerStatus
 
 __all__ = [
     "Actor",
@@ -31,20 +39,25 @@ __all__ = [
     "AskTimeout",
     "BadMessage",
     "BrokerUnavailable",
+    "CallHandler",
     "ConfigError",
     "Context",
     "DeadLetterInfo",
     "ErrorReply",
     "Event",
     "FullPolicy",
+    "HandleMessage",
     "HandlerError",
+    "HandlerInterceptor",
     "Heartbeat",
     "MailboxConfig",
     "MailboxConflict",
     "MailboxFull",
     "Mesh",
     "Message",
+    "MessageInput",
     "NoSuchActorType",
+    "Outcome",
     "PayloadTooLarge",
     "Receipt",
     "RemoteError",
@@ -52,5 +65,7 @@ __all__ = [
     "SupervisionPolicy",
     "Worker",
     "WorkerConfig",
+    "WorkerInterceptor",
+    "WorkerStatus",
     "__version__",
 ]

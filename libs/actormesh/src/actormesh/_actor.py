@@ -12,6 +12,7 @@ import msgspec
 
 from ._config import MailboxConfig, SupervisionPolicy
 from ._errors import ConfigError
+from ._interceptor import HandlerInterceptor, handler_interceptors
 from ._subjects import check_actor_type
 from ._wire import Message
 
@@ -128,8 +129,9 @@ class Handler:
     fn: Callable[..., Any]
     is_async: bool
     wants_context: bool
-    #: A `actormesh.patterns.HandlerPolicy` declared with `@policy(...)`, if any.
-    policy: Any = None
+    #: The handler's own interceptors, innermost last (`@actormesh.patterns.policy`
+    #: declares one); they run inside the worker-wide ones.
+    interceptors: tuple[HandlerInterceptor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,5 +233,5 @@ def _handler_of(cls: type[Actor], name: str, fn: Callable[..., Any]) -> Handler 
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         wants_context=wants_context,
-        policy=getattr(fn, "__actormesh_policy__", None),
+        interceptors=handler_interceptors(fn),
     )

@@ -203,7 +203,7 @@ async def _send(args: argparse.Namespace, url: str, prefix: str) -> int:
 
 
 async def _dlq(args: argparse.Namespace, url: str, prefix: str) -> int:
-    from ._dlq import DeadLetters
+    from ._dlq import DeadLetterNotFound, DeadLetters
 
     mesh = await _connect(url, prefix)
     try:
@@ -220,7 +220,12 @@ async def _dlq(args: argparse.Namespace, url: str, prefix: str) -> int:
                 print("actormesh: error: give --seq N (repeatable)", file=sys.stderr)
                 return 1
             for seq in args.seq:
-                r = await dlq.replay(seq)
+                try:
+                    r = await dlq.replay(seq)
+                except DeadLetterNotFound as exc:
+                    print(f"actormesh: error: {exc} (`actormesh dlq list` shows them)",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
                 print(f"replayed #{seq} -> {r.stream} #{r.seq}")
             return 0
         n = await dlq.purge(args.actor_type)

@@ -1,11 +1,11 @@
-"""Configuration: frozen, keyword-only msgspec Structs with the DESIGN.md defaults.
+"""Configuration: frozen, keyword-only msgspec Structs (defaults: the README's config table).
 
 Nothing here reads the environment; `_settings.py` does, at the edge.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -26,7 +26,7 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_msg_size: int = 1 * MiB
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 120.0
-    storage: str = "file"
+    storage: Literal["file", "memory"] = "file"
     replicas: int = 1
     #: Consumer: how long a delivered message may go unacknowledged before redelivery.
     ack_wait: float = 30.0
@@ -82,7 +82,7 @@ class SupervisionPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
     #: restart: a fresh instance (on_restart); resume: keep the instance and its
     #: state; stop: drop the instance (on_stop), a later message starts a new one.
-    on_error: str = "restart"
+    on_error: Literal["restart", "resume", "stop"] = "restart"
     #: Restart intensity: more than `max_restarts` within `within` seconds and the
     #: worker escalates (publishes `escalated`, drains, exits non-zero).
     max_restarts: int = 3

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import nats.js.errors
+from nats.js.api import RawStreamMsg
 
 from ._errors import ActorMeshError
 from ._mesh import Mesh, Receipt
 from ._wire import DeadLetterInfo, Hdr
 
-__all__ = ["DeadLetters"]
+__all__ = ["DeadLetterNotFound", "DeadLetters"]
+
+
+class DeadLetterNotFound(ActorMeshError):
+    """No dead letter has this sequence (never stored, replayed, purged or aged out)."""
+
+    code = "dead_letter_not_found"
+
+    def __init__(self, seq: int, *, stream: str) -> None:
+        super().__init__(f"no dead letter #{seq} in stream {stream}")
+        self.seq = seq
+        self.stream = stream
+
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "seq": self.seq, "stream": self.stream}
 
 
 class DeadLetters:
@@ -51,16 +67,26 @@ class DeadLetters:
             seq = raw.seq + 1
         return out[-limit:]
 
-    async def get(self, seq: int) -> DeadLetterInfo:
+    async def _raw(self, seq: int) -> RawStreamMsg:
+        if seq < 1:
+            # Stream sequences start at 1; the server answers 0 or less with a bad request.
+            raise DeadLetterNotFound(seq, stream=self.stream)
         try:
-            raw = await self.mesh.js.get_msg(self.stream, seq=seq)
+            return await self.mesh.js.get_msg(self.stream, seq=seq)
         except nats.js.errors.NotFoundError:
-            raise ActorMeshError(f"no dead letter with sequence {seq}") from None
+            raise DeadLetterNotFound(seq, stream=self.stream) from None
+
+    async def get(self, seq: int) -> DeadLetterInfo:
+        """One dead letter; `DeadLetterNotFound` when there is none with `seq`."""
+        raw = await self._raw(seq)
         return _info(seq, raw.subject or "", raw.headers or {}, raw.data or b"")
 
     async def replay(self, seq: int) -> Receipt:
-        """Send a dead letter back to its mailbox (new delivery count), then remove it."""
-        raw = await self.mesh.js.get_msg(self.stream, seq=seq)
+        """Send a dead letter back to its mailbox (new delivery count), then remove it.
+
+        `DeadLetterNotFound` when there is none with `seq`.
+        """
+        raw = await self._raw(seq)
         headers = {
             k: v
             for k, v in (raw.headers or {}).items()

@@ -42,8 +42,12 @@ class ActorMeshError(Exception):
         return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
-class ConfigError(ActorMeshError):
-    """A configuration value is invalid or inconsistent."""
+class ConfigError(ActorMeshError, ValueError):
+    """A configuration value is invalid or inconsistent.
+
+    Also a `ValueError`, so code that validated values before this error existed
+    keeps catching it.
+    """
 
     code = "config_error"
 

@@ -1,7 +1,10 @@
-"""Instrumentation hook points. `None` (the default) costs one attribute check.
+"""The sender-side tracing hook: `Mesh.tracer`. `None` (the default) costs one
+attribute check per tell, ask or reply.
 
-`actormesh.observability` provides the OpenTelemetry implementation; anything
-with these methods works (a test double, another tracing system).
+`actormesh.observability` provides the implementations; anything with these
+methods works (a test double, another tracing system). The worker side (the
+consumer span around handling) plugs in through the worker interceptor seam
+(`actormesh._interceptor`); `consumer` is what that interceptor calls.
 """
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+"""Load an actor class named on the command line or in mesh.toml (`module:Class`)."""
+
 from __future__ import annotations
 
 import importlib

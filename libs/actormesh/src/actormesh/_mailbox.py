@@ -18,7 +18,7 @@ from nats.js.api import (
 )
 
 from ._config import MailboxConfig
-from ._errors import ActorMeshError, MailboxConflict
+from ._errors import ActorMeshError, ConfigError, MailboxConflict
 from ._subjects import Subjects
 
 __all__ = ["ensure_mailbox", "ensure_system_streams", "mailbox_stream_config"]
@@ -106,7 +106,8 @@ def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any,
 
 
 async def _ensure_stream(js: JetStreamContext, want: StreamConfig, *, update: bool) -> None:
-    assert want.name is not None
+    if want.name is None:
+        raise ConfigError("a mailbox stream config needs a name")
     try:
         info = await js.stream_info(want.name)
     except nats.js.errors.NotFoundError:
@@ -164,7 +165,8 @@ async def ensure_mailbox(
 async def _ensure_consumer(
     js: JetStreamContext, stream: str, want: ConsumerConfig, *, update: bool
 ) -> None:
-    assert want.durable_name is not None
+    if want.durable_name is None:
+        raise ConfigError("a mailbox consumer config needs a durable name")
     try:
         info = await js.consumer_info(stream, want.durable_name)
     except nats.js.errors.NotFoundError:

@@ -1,4 +1,7 @@
-"""Mesh (one NATS connection) and ActorRef (tell / ask an actor)."""
+"""Mesh: one NATS connection to the mesh, publishing with flow control and typed errors.
+
+`ActorRef` (tell / ask one actor) lives in `_ref`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,8 @@ import itertools
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 import nats
@@ -20,35 +22,27 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 if TYPE_CHECKING:
-    from .patterns import CircuitBreaker
+    from ._interceptor import WorkerInterceptor
 
 from ._actor import Actor, spec_of
 from ._config import FullPolicy
 from ._errors import (
     ActorMeshError,
-    AskTimeout,
     BrokerUnavailable,
     MailboxFull,
     NoSuchActorType,
     PayloadTooLarge,
-    RemoteError,
 )
-from ._hooks import NO_SPAN, Tracer
+from ._hooks import Tracer
 from ._nats import Client
-from ._retry import RetryPolicy
-from ._retry import retry as _retry_loop
-from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
-from ._wire import ErrorReply, Hdr, Message
+from ._ref import ActorRef
+from ._subjects import Subjects
 
 __all__ = ["ActorRef", "Mesh", "Receipt"]
 
 log = logging.getLogger("actormesh.mesh")
 
 A = TypeVar("A", bound=Actor)
-R = TypeVar("R")
-
-_encoder = msgspec.json.Encoder()
-_error_reply = msgspec.json.Decoder(ErrorReply)
 
 # JetStream API error codes we turn into typed errors.
 _ERR_STORE_FULL = 10077  # stream store failed: "maximum messages/bytes exceeded"
@@ -117,6 +111,9 @@ class Mesh:
         self._owns_connection = False
         #: Set by `actormesh.observability.instrument`; None means no tracing at all.
         self.tracer: Tracer | None = None
+        #: Worker interceptors every `Worker` built on this mesh uses, outermost
+        #: first and ahead of the worker's own (`instrument` adds the tracing one).
+        self.interceptors: tuple[WorkerInterceptor, ...] = ()
 
     # -- connection -----------------------------------------------------------------
 
@@ -465,230 +462,3 @@ def _abort(nc: NATS) -> None:
     abort = getattr(getattr(writer, "transport", None), "abort", None)
     if callable(abort):
         abort()
-
-
-class ActorRef(Generic[A]):
-    """Where to send an actor's messages. Cheap: make as many as you like."""
-
-    __slots__ = ("_limit", "_spec", "actor_type", "key", "mesh", "subject")
-
-    def __init__(self, mesh: Mesh, actor: type[A] | str, key: str | None) -> None:
-        self.mesh = mesh
-        if isinstance(actor, str):
-            self._spec = None
-            self.actor_type = check_actor_type(actor)
-            self._limit: int | None = None
-        else:
-            self._spec = spec_of(actor)
-            self.actor_type = self._spec.actor_type
-            self._limit = self._spec.mailbox.max_msg_size
-        self.key = check_key(key) if key is not None else KEYLESS
-        self.subject = mesh.subjects.mailbox(self.actor_type, self.key)
-
-    def __repr__(self) -> str:
-        return f"ActorRef({self.actor_type}/{self.key})"
-
-    def _encode(self, msg: Message | bytes) -> bytes:
-        return msg if isinstance(msg, bytes) else _encoder.encode(msg)
-
-    def _headers(
-        self, msg_id: str | None, extra: dict[str, str] | None, *, dedupe: bool = True
-    ) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if msg_id or dedupe:
-            headers[Hdr.MSG_ID] = msg_id or self.mesh.new_msg_id()
-        if self.mesh.name:
-            headers[Hdr.SENDER] = self.mesh.name
-        if extra:
-            headers.update(extra)
-        return headers
-
-    async def tell(
-        self,
-        msg: Message | bytes,
-        *,
-        msg_id: str | None = None,
-        headers: dict[str, str] | None = None,
-        full_policy: FullPolicy | None = None,
-    ) -> Receipt:
-        """Store `msg` in the actor's mailbox; returns once the broker has it.
-
-        `msg_id` makes the send idempotent within the mailbox's duplicate window
-        (one is generated if you give none). Raises `MailboxFull` (after waiting as
-        `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
-        """
-        hdrs = self._headers(msg_id, headers)
-        tracer = self.mesh.tracer
-        scope = (
-            NO_SPAN
-            if tracer is None
-            else tracer.producer(destination=self.subject, headers=hdrs, operation="tell")
-        )
-        with scope:
-            return await self.mesh.publish(
-                self.subject,
-                self._encode(msg),
-                headers=hdrs,
-                max_size=self._limit,
-                full_policy=full_policy,
-            )
-
-    async def tell_many(
-        self,
-        msgs: Iterable[Message | bytes],
-        *,
-        window: int = 1024,
-        full_policy: FullPolicy | None = None,
-    ) -> list[Receipt]:
-        """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
-        receipts: list[Receipt] = []
-        pending: deque[tuple[bytes, dict[str, str], asyncio.Future[Msg]]] = deque()
-        mesh = self.mesh
-
-        async def settle_one() -> None:
-            payload, headers, fut = pending.popleft()
-            try:
-                receipts.append(await mesh._receipt(self.subject, fut, None))
-            except MailboxFull:
-                # Retries one by one, as `tell` would, with the same msg id.
-                receipts.append(
-                    await mesh.publish(
-                        self.subject, payload, headers=headers, full_policy=full_policy
-                    )
-                )
-
-        try:
-            for msg in msgs:
-                payload = self._encode(msg)
-                headers = self._headers(None, None)
-                if mesh.tracer is not None:
-                    mesh.tracer.sent(destination=self.subject, headers=headers, operation="tell")
-                mesh.check_size(payload, headers, limit=self._limit)
-                pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
-                if len(pending) >= window:
-                    await settle_one()
-            while pending:
-                await settle_one()
-        finally:
-            for _, _, fut in pending:
-                fut.cancel()
-        return receipts
-
-    @overload
-    async def ask(
-        self,
-        msg: Message | bytes,
-        *,
-        timeout: float = ...,
-        reply_type: type[R],
-        msg_id: str | None = ...,
-        headers: dict[str, str] | None = ...,
-        breaker: CircuitBreaker | None = ...,
-        retry: RetryPolicy | None = ...,
-    ) -> R: ...
-    @overload
-    async def ask(
-        self,
-        msg: Message | bytes,
-        *,
-        timeout: float = ...,
-        reply_type: None = ...,
-        msg_id: str | None = ...,
-        headers: dict[str, str] | None = ...,
-        breaker: CircuitBreaker | None = ...,
-        retry: RetryPolicy | None = ...,
-    ) -> Any: ...
-    async def ask(
-        self,
-        msg: Message | bytes,
-        *,
-        timeout: float = 5.0,
-        reply_type: type[R] | None = None,
-        msg_id: str | None = None,
-        headers: dict[str, str] | None = None,
-        breaker: CircuitBreaker | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> Any:
-        """Send `msg` and await the handler's reply, decoded to its return annotation.
-
-        The message carries a deadline: if no worker starts it before `timeout`,
-        it is not run. Raises `AskTimeout`, `RemoteError` (the handler failed), and
-        what `tell` raises.
-
-        With `breaker`, the ask goes through that circuit breaker (one per target is
-        the usual choice) and fails fast with `CircuitOpen` while it is open. With
-        `retry`, retryable failures (timeouts, full mailbox, retryable remote
-        errors) are tried again per the policy. Each attempt is a new message with
-        its own deadline and reply inbox (a repeated message id would be dropped as
-        a duplicate of the first attempt, whose reply nobody waits for); an earlier
-        attempt that is still queued expires unrun.
-        """
-        if breaker is not None or retry is not None:
-            ids = [msg_id]
-
-            async def once() -> Any:
-                # Only the first attempt may carry the caller's id (see above).
-                attempt_id = ids.pop() if ids else None
-                return await self.ask(
-                    msg,
-                    timeout=timeout,
-                    reply_type=reply_type,
-                    msg_id=attempt_id,
-                    headers=headers,
-                )
-
-            async def guarded() -> Any:
-                return await (breaker.call(once) if breaker is not None else once())
-
-            return await (_retry_loop(guarded, retry) if retry is not None else guarded())
-        if reply_type is None and self._spec is not None and isinstance(msg, Message):
-            handler = self._spec.handlers.get(type(msg))
-            target: Any = handler.reply_type if handler is not None else Any
-        else:
-            target = reply_type if reply_type is not None else Any
-        # An ask attempt is never resent under its id (a retry is a new message), so
-        # it carries a Nats-Msg-Id only when the caller chose one.
-        hdrs = self._headers(msg_id, headers, dedupe=False)
-        hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
-        tracer = self.mesh.tracer
-        scope = (
-            NO_SPAN
-            if tracer is None
-            else tracer.producer(destination=self.subject, headers=hdrs, operation="ask")
-        )
-        with scope:
-            return await self._ask(msg, hdrs, timeout, target)
-
-    async def _ask(
-        self, msg: Message | bytes, hdrs: dict[str, str], timeout: float, target: Any
-    ) -> Any:
-        try:
-            reply = await self.mesh.request(
-                self.subject,
-                self._encode(msg),
-                headers=hdrs,
-                timeout=timeout,
-                reply_header=Hdr.REPLY_TO,
-                max_size=self._limit,
-            )
-        except TimeoutError:
-            raise AskTimeout(self.actor_type, self.key, timeout) from None
-        return decode_reply(reply, target)
-
-
-def decode_reply(reply: Msg, target: Any) -> Any:
-    """A reply's value, or the RemoteError it carries."""
-    status = reply.headers.get(Hdr.STATUS) if reply.headers else None
-    if status is not None and status != "200":
-        try:
-            err = _error_reply.decode(reply.data)
-        except msgspec.DecodeError:
-            raise RemoteError(
-                code="bad_reply", type="BadReply", message=repr(reply.data[:200]), retryable=False
-            ) from None
-        raise RemoteError(
-            code=err.code, type=err.type, message=err.message, retryable=err.retryable
-        )
-    if target is None or target is type(None):
-        return None
-    return msgspec.json.decode(reply.data, type=target)

@@ -14,23 +14,40 @@ one pass over the common case and hands anything else to nats-py:
   the dict nats-py would return; a status line (`NATS/1.0 503`), non-ASCII
   bytes or an odd name go to nats-py's own parser.
 
-These overrides use two private methods of nats-py's client
-(`_send_publish`, `_process_headers`); `tests/unit/test_nats_headers.py`
-checks their signatures and compares both directions, byte for byte and dict
-for dict, with nats-py's own code, so an upgrade that changes them fails there.
+These overrides replace two private methods of nats-py's client
+(`_send_publish`, `_process_headers`) and call a few more of its internals.
+They were checked against the nats-py versions the package metadata allows
+(`nats-py>=2.16,<2.17`: 2.16 is the first to refuse a header name that is not
+a token, as the writer here does). At import, `check_overrides` looks at
+nats-py's code for the shape the overrides expect (the methods and their
+parameters, the client's counters and flush queue); when it has changed, the
+overrides are taken off `Client`, which then runs nats-py's own code, and one
+`NatsOverridesDisabled` warning says why. `tests/unit/test_nats_headers.py`
+compares both directions, byte for byte and dict for dict, with nats-py's own
+code, so an upgrade that changes what they do fails there.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nats.aio.client import Client as _NatsClient
 from nats.errors import BadHeaderError
+from nats.protocol import command as _command
 from nats.protocol.command import pub_cmd
 
-__all__ = ["Client", "NotCommon", "header_block", "parse_header_block"]
+__all__ = [
+    "Client",
+    "NatsOverridesDisabled",
+    "NotCommon",
+    "check_overrides",
+    "header_block",
+    "parse_header_block",
+]
 
 #: nats-py's rule for a header name (an RFC 7230 token).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
@@ -149,3 +166,72 @@ class Client(_NatsClient):
         except NotCommon:
             result: dict[str, str] | None = await super()._process_headers(headers)
             return result
+
+
+class NatsOverridesDisabled(RuntimeWarning):
+    """nats-py's internals differ from what `Client`'s overrides were written
+    against: the client runs nats-py's own header code (correct, slower)."""
+
+
+#: The coroutine methods of nats-py's client the overrides replace or call, and
+#: the parameters each takes there (in order).
+_METHODS: dict[str, tuple[str, ...]] = {
+    "_send_publish": ("self", "subject", "reply", "payload", "payload_size", "headers"),
+    "_process_headers": ("self", "headers"),
+    "_send_command": ("self", "cmd", "priority"),
+    "_flush_pending": ("self", "force_flush"),
+}
+#: The methods `Client` defines in place of nats-py's.
+OVERRIDES = ("_send_publish", "_process_headers")
+
+
+def _parameters(fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    try:
+        return tuple(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape_problems(base: type[_NatsClient]) -> list[str]:
+    """What in `base` (nats-py's client) is not as the overrides expect."""
+    problems = []
+    for name, expected in _METHODS.items():
+        method = getattr(base, name, None)
+        if method is None or not inspect.iscoroutinefunction(method):
+            problems.append(f"{name} is not a coroutine method")
+        elif _parameters(method) != expected:
+            problems.append(f"{name}{_parameters(method)} is not {name}{expected}")
+    if _parameters(_command.pub_cmd) != ("subject", "reply", "payload"):
+        problems.append("nats.protocol.command.pub_cmd takes other parameters")
+    try:
+        probe = base()
+        stats = probe.stats
+        if not ({"out_msgs", "out_bytes"} <= stats.keys() and hasattr(probe, "_flush_queue")):
+            problems.append("the client has no out_msgs/out_bytes stats or _flush_queue")
+    except Exception as exc:  # any surprise in a client made only to be looked at
+        problems.append(f"a client cannot be made to check its attributes ({exc!r})")
+    return problems
+
+
+def check_overrides(cls: type[_NatsClient], base: type[_NatsClient] = _NatsClient) -> bool:
+    """Keep `cls`'s overrides if `base` still has the shape they were written
+    for; else remove them from `cls` (its instances then run `base`'s code),
+    with one `NatsOverridesDisabled` warning. Whether they are kept."""
+    problems = _shape_problems(base)
+    if not problems:
+        return True
+    for name in OVERRIDES:
+        if name in cls.__dict__:
+            delattr(cls, name)
+    warnings.warn(
+        "actormesh's one-pass NATS header code is off, nats-py's own runs instead: "
+        "nats-py's client is not what it was written for (" + "; ".join(problems) + "). "
+        "actormesh was checked against nats-py>=2.16,<2.17.",
+        NatsOverridesDisabled,
+        stacklevel=2,
+    )
+    return False
+
+
+#: Whether `Client` runs the one-pass header code (False: nats-py's own).
+OVERRIDDEN = check_overrides(Client)

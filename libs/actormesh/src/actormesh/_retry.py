@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._errors import ActorMeshError
+from ._errors import ActorMeshError, ConfigError
 
 __all__ = ["BudgetExhausted", "RetryBudget", "RetryExhausted", "RetryPolicy", "retry"]
 
@@ -47,9 +47,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError("attempts must be >= 1 (it counts the first try)")
+            raise ConfigError("attempts must be >= 1 (it counts the first try)")
         if self.base < 0 or self.cap < 0 or self.multiplier < 1 or not 0 <= self.jitter <= 1:
-            raise ValueError("need base >= 0, cap >= 0, multiplier >= 1, 0 <= jitter <= 1")
+            raise ConfigError("need base >= 0, cap >= 0, multiplier >= 1, 0 <= jitter <= 1")
 
     def delay(self, retry: int, *, rng: random.Random | None = None) -> float:
         """The delay before retry number `retry` (1 = the first retry)."""
@@ -152,7 +152,7 @@ class RetryBudget:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 1 or refill_rate < 0:
-            raise ValueError("need capacity >= 1 and refill_rate >= 0")
+            raise ConfigError("need capacity >= 1 and refill_rate >= 0")
         self.name = name
         self.capacity = float(capacity)
         self.refill_rate = float(refill_rate)

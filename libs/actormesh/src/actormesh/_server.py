@@ -147,7 +147,8 @@ class NatsServer:
             ) from None
 
     async def _read_log(self, ready: asyncio.Future[None]) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
+        if self._proc is None or self._proc.stderr is None:
+            raise ActorMeshError("nats-server was not started with its log on a pipe")
         async for raw in self._proc.stderr:
             self.log_lines.append(raw.decode(errors="replace").rstrip())
             if len(self.log_lines) > 2000:

@@ -1,4 +1,4 @@
-"""Subject and stream naming, in one place (DESIGN.md "Subjects, streams, headers")."""
+"""Subject and stream naming, in one place (the table in docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ starts it). In Python: ``async with Service(options) as svc: ...``.
 
 from ._backends import Backend, NoneBackend, ProcessBackend
 from ._docker import DockerBackend, DockerClient
-from ._errors import BackendError, DockerError, SupervisorError
+from ._errors import BackendError, DockerError, SupervisorConfigError, SupervisorError
 from ._options import SupervisorOptions
 from ._service import Service
 from ._supervisor import Supervisor
@@ -21,6 +21,7 @@ __all__ = [
     "ProcessBackend",
     "Service",
     "Supervisor",
+    "SupervisorConfigError",
     "SupervisorError",
     "SupervisorOptions",
 ]

@@ -10,6 +10,7 @@ page cannot read them either. API clients may instead send the token as
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import deque
@@ -18,12 +19,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from actormesh import ConfigError
+
 __all__ = ["COOKIE", "CSRF_HEADER", "Auth", "Session"]
 
 COOKIE = "actormesh_session"
 CSRF_HEADER = "X-CSRF-Token"
-
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ class Auth:
 
     def __post_init__(self) -> None:
         if len(self.token) < 16:
-            raise ValueError("the dashboard token must be at least 16 characters")
+            raise ConfigError("the dashboard token must be at least 16 characters")
 
     # -- login ------------------------------------------------------------------------
 
@@ -122,10 +123,33 @@ class Auth:
 
 
 def loopback_host(host: str) -> bool:
-    """Whether a Host header names this machine's loopback (port stripped)."""
-    name = host.lower()
+    """Whether a Host header names this machine's loopback: `localhost`, or a
+    loopback IP literal (`127.0.0.1`, `[::1]`), with or without a port.
+
+    Parsed, not prefix-matched: `127.attacker.example` is a DNS name anyone can
+    point at 127.0.0.1 (which is what DNS rebinding does), so only literals count.
+    """
+    name = host.strip().lower()
     if name.startswith("["):
-        name = name.split("]", 1)[0] + "]"
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    return name in _LOOPBACK_NAMES or name.startswith("127.")
+        literal, sep, rest = name[1:].partition("]")
+        if not sep or (rest and not _port(rest)):
+            return False
+        return _loopback_ip(literal)
+    if name.count(":") == 1:
+        name, _, port = name.partition(":")
+        if not _port(":" + port):
+            return False
+    elif ":" in name:
+        return _loopback_ip(name)  # a bare IPv6 literal (not valid in Host, but unambiguous)
+    return name in ("localhost", "localhost.") or _loopback_ip(name)
+
+
+def _port(text: str) -> bool:
+    return text.startswith(":") and text[1:].isdigit() and len(text) <= 6
+
+
+def _loopback_ip(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False

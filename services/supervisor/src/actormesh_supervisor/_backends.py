@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from actormesh._meshfile import ChildSpec
+from actormesh.lowlevel import ChildSpec
 
 from ._errors import BackendError
-from ._options import SupervisorOptions
+from ._options import BackendName, SupervisorOptions
 from ._views import Slot
 
 __all__ = [
@@ -51,14 +51,26 @@ class Found:
 
 
 class Backend(abc.ABC):
-    """How the supervisor starts, stops and restarts workers."""
+    """How the supervisor starts, stops and restarts workers.
 
-    name: ClassVar[str]
+    What a backend can do is said by its capabilities (the class attributes
+    below); the supervisor asks them rather than which backend it has.
+    """
+
+    name: ClassVar[BackendName]
     #: False for `none`: failures are reported and counted, never acted on.
     can_restart: ClassVar[bool] = True
     #: True when worker ids come from mesh.toml (`<child>-<n>`); False when the
     #: backend discovers them (docker containers, or heartbeats for `none`).
     fixed_slots: ClassVar[bool] = True
+    #: True when the workers are this machine's processes, spawned by the backend:
+    #: their exit codes come from it (not from their last heartbeat), a pid in a
+    #: heartbeat can be checked before adopting, and the supervisor drains them
+    #: when it stops (other workers outlive their supervisor).
+    spawns_processes: ClassVar[bool] = False
+    #: True when a worker no discovery listed is adopted on its first heartbeat
+    #: for a supervised child (`none`, which discovers nothing itself).
+    adopts_by_heartbeat: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._on_exit: ExitCallback | None = None
@@ -102,6 +114,10 @@ class Backend(abc.ABC):
         """Forget the workers (they keep running); called on supervisor exit."""
         return None
 
+    def remove_state(self) -> None:
+        """After a clean stop: forget what a next supervisor would adopt."""
+        return None
+
 
 class NoneBackend(Backend):
     """Observe and escalate only: the workers are someone else's to restart."""
@@ -109,6 +125,7 @@ class NoneBackend(Backend):
     name = "none"
     can_restart = False
     fixed_slots = False
+    adopts_by_heartbeat = True
 
     async def launch(self, slot: Slot, child: ChildSpec) -> int | None:
         return None
@@ -167,6 +184,7 @@ class ProcessBackend(Backend):
     """
 
     name = "process"
+    spawns_processes = True
 
     def __init__(self, options: SupervisorOptions) -> None:
         super().__init__()
@@ -246,16 +264,17 @@ class ProcessBackend(Backend):
             raise BackendError(f"cannot start {slot.worker_id} ({argv[0]}): {exc}") from exc
         proc = _Proc(pid=process.pid, generation=slot.generation, child=child.name, process=process)
         proc.watcher = asyncio.get_running_loop().create_task(
-            self._watch(slot.worker_id, proc), name=f"watch-{slot.worker_id}"
+            self._watch(slot.worker_id, proc, process), name=f"watch-{slot.worker_id}"
         )
         self._procs[slot.worker_id] = proc
         self._save()
         log.info("started %s (pid %d)", slot.worker_id, process.pid)
         return process.pid
 
-    async def _watch(self, worker_id: str, proc: _Proc) -> None:
-        assert proc.process is not None
-        code = await proc.process.wait()
+    async def _watch(
+        self, worker_id: str, proc: _Proc, process: asyncio.subprocess.Process
+    ) -> None:
+        code = await process.wait()
         if self._procs.get(worker_id) is proc:
             del self._procs[worker_id]
             self._save()
@@ -309,11 +328,6 @@ class ProcessBackend(Backend):
                 return False
             await asyncio.sleep(0.05)
         return True
-
-    async def stop_all(self, order: list[tuple[Slot, float]]) -> None:
-        """Stop workers one after the other, in the order given (reverse start order)."""
-        for slot, grace in order:
-            await self.terminate(slot, grace)
 
     def pids(self) -> dict[str, int]:
         return {worker_id: proc.pid for worker_id, proc in self._procs.items()}

@@ -21,14 +21,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from actormesh import ActorMeshError
-from actormesh._dlq import DeadLetters
-from actormesh._wire import ControlRequest
+from actormesh.lowlevel import ControlRequest, DeadLetterNotFound, DeadLetters
 
 from ._auth import COOKIE, Auth
 from ._errors import SupervisorError
 from ._metrics import metrics_registry, render
 from ._snapshot import snapshot
-from ._supervisor import Supervisor, TimelineEntry
+from ._supervisor import Supervisor
+from ._timeline import TimelineEntry
 
 __all__ = ["Dashboard"]
 
@@ -229,7 +229,7 @@ class Dashboard:
     async def _events(self, request: web.Request) -> web.Response:
         limit = _int(request.query.get("limit"), 200, 1, 1000)
         kind = request.query.get("kind", "")
-        entries = [e for e in self.sup.timeline if not kind or e.event.kind == kind]
+        entries = [e for e in self.sup.timeline.entries if not kind or e.event.kind == kind]
         return _json([_entry(e) for e in entries[-limit:]])
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
@@ -286,6 +286,8 @@ class Dashboard:
         seq = int(request.match_info["seq"])
         try:
             receipt = await self._dlq().replay(seq)
+        except DeadLetterNotFound as exc:
+            return _error(404, f"cannot replay dead letter {seq}: {exc}")
         except ActorMeshError as exc:
             return _error(409, str(exc))
         except Exception as exc:

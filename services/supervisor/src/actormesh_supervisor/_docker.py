@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from actormesh._meshfile import ChildSpec
+from actormesh.lowlevel import ChildSpec
 
 from ._backends import Backend, Found
 from ._errors import DockerError

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from actormesh import ActorMeshError
+from actormesh import ActorMeshError, ConfigError
 
-__all__ = ["BackendError", "DockerError", "SupervisorError"]
+__all__ = ["BackendError", "DockerError", "SupervisorConfigError", "SupervisorError"]
 
 
 class SupervisorError(ActorMeshError):
     """The supervisor cannot do what was asked (bad config, unknown worker, ...)."""
 
     code = "supervisor_error"
+
+
+class SupervisorConfigError(SupervisorError, ConfigError):
+    """The supervisor's configuration (mesh.toml, options) is invalid."""
+
+    code = "config_error"
 
 
 class BackendError(SupervisorError):

@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from actormesh._subjects import Subjects
+from actormesh.lowlevel import Subjects
 
 __all__ = ["MailboxMonitor", "MailboxView"]
 

@@ -17,9 +17,7 @@ from typing import Any
 import msgspec
 
 from actormesh import ActorMeshError
-from actormesh._logging import configure_logging
-from actormesh._meshfile import load
-from actormesh._settings import Settings
+from actormesh.lowlevel import Settings, configure_logging, load_meshfile
 
 from ._options import SupervisorOptions
 from ._service import Service
@@ -51,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> SupervisorOptions:
     settings = Settings.from_env(env)
-    meshfile = load(args.config)
+    meshfile = load_meshfile(args.config)
     section = meshfile.supervisor
     if args.dashboard_host is not None:
         section = msgspec.structs.replace(section, dashboard_host=args.dashboard_host)

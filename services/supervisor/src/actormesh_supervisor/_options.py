@@ -10,17 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal, get_args
 
-from actormesh._meshfile import MeshFile
-from actormesh._subjects import Subjects
+from actormesh.lowlevel import GroupSpec, MeshFile, Subjects, SupervisorSection
 
-from ._errors import SupervisorError
+from ._errors import SupervisorConfigError
 
-__all__ = ["SupervisorOptions", "is_loopback"]
+__all__ = ["BackendName", "SupervisorOptions", "is_loopback"]
 
 # Names become subject tokens (worker ids) and Docker label values.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
-_BACKENDS = ("process", "docker", "none")
+#: The backends mesh.toml can name (`supervisor.backend`).
+BackendName = Literal["process", "docker", "none"]
+_BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 
 def is_loopback(host: str) -> bool:
@@ -51,43 +53,8 @@ class SupervisorOptions:
 
     def __post_init__(self) -> None:
         Subjects(self.prefix)  # validates the prefix
-        sup = self.meshfile.supervisor
-        if sup.backend not in _BACKENDS:
-            raise SupervisorError(
-                f"supervisor.backend must be one of {', '.join(_BACKENDS)}, not {sup.backend!r}"
-            )
-        if sup.heartbeat_interval <= 0 or sup.heartbeat_misses < 1:
-            raise SupervisorError("heartbeat_interval must be > 0 and heartbeat_misses >= 1")
-        if sup.intensity < 0 or sup.period <= 0 or sup.stall_after <= 0:
-            raise SupervisorError("intensity must be >= 0, period and stall_after > 0")
-        if not _NAME_RE.match(sup.name):
-            raise SupervisorError(f"supervisor.name {sup.name!r}: use letters, digits, _ and -")
-        if sup.parent_prefix:
-            Subjects(sup.parent_prefix)
-        groups: set[str] = set()
-        children: set[str] = set()
-        for group in self.meshfile.groups:
-            if not _NAME_RE.match(group.name):
-                raise SupervisorError(f"group name {group.name!r}: use letters, digits, _ and -")
-            if group.name in groups:
-                raise SupervisorError(f"group {group.name!r} is declared twice")
-            groups.add(group.name)
-            if group.intensity < 0 or group.period <= 0:
-                raise SupervisorError(f"group {group.name!r}: intensity >= 0 and period > 0")
-            if group.backoff_min < 0 or group.backoff_max < group.backoff_min:
-                raise SupervisorError(f"group {group.name!r}: need 0 <= backoff_min <= backoff_max")
-            for child in group.children:
-                if not _NAME_RE.match(child.name):
-                    raise SupervisorError(
-                        f"child name {child.name!r}: use letters, digits, _ and - (it becomes "
-                        "part of worker ids, which are subject tokens)"
-                    )
-                if child.name in children:
-                    # Heartbeats name the child, not the group: the name must be unique.
-                    raise SupervisorError(f"child {child.name!r} appears in two groups")
-                children.add(child.name)
-                if child.shutdown_grace < 0:
-                    raise SupervisorError(f"child {child.name!r}: shutdown_grace must be >= 0")
+        _check_supervisor(self.meshfile.supervisor)
+        _check_groups(self.meshfile.groups)
 
     @property
     def source(self) -> str:
@@ -97,3 +64,51 @@ class SupervisorOptions:
     @property
     def state_file(self) -> Path:
         return self.runtime_dir / f"supervisor-{self.prefix}-{self.meshfile.supervisor.name}.json"
+
+
+def _check_supervisor(sup: SupervisorSection) -> None:
+    if sup.backend not in _BACKENDS:
+        raise SupervisorConfigError(
+            f"supervisor.backend must be one of {', '.join(_BACKENDS)}, not {sup.backend!r}"
+        )
+    if sup.heartbeat_interval <= 0 or sup.heartbeat_misses < 1:
+        raise SupervisorConfigError("heartbeat_interval must be > 0 and heartbeat_misses >= 1")
+    if sup.intensity < 0 or sup.period <= 0 or sup.stall_after <= 0:
+        raise SupervisorConfigError("intensity must be >= 0, period and stall_after > 0")
+    if not _NAME_RE.match(sup.name):
+        raise SupervisorConfigError(f"supervisor.name {sup.name!r}: use letters, digits, _ and -")
+    if sup.parent_prefix:
+        Subjects(sup.parent_prefix)
+
+
+def _check_groups(groups: list[GroupSpec]) -> None:
+    names: set[str] = set()
+    children: set[str] = set()
+    for group in groups:
+        if not _NAME_RE.match(group.name):
+            raise SupervisorConfigError(f"group name {group.name!r}: use letters, digits, _ and -")
+        if group.name in names:
+            raise SupervisorConfigError(f"group {group.name!r} is declared twice")
+        names.add(group.name)
+        if group.intensity < 0 or group.period <= 0:
+            raise SupervisorConfigError(f"group {group.name!r}: intensity >= 0 and period > 0")
+        if group.backoff_min < 0 or group.backoff_max < group.backoff_min:
+            raise SupervisorConfigError(
+                f"group {group.name!r}: need 0 <= backoff_min <= backoff_max"
+            )
+        _check_children(group, children)
+
+
+def _check_children(group: GroupSpec, seen: set[str]) -> None:
+    for child in group.children:
+        if not _NAME_RE.match(child.name):
+            raise SupervisorConfigError(
+                f"child name {child.name!r}: use letters, digits, _ and - (it becomes "
+                "part of worker ids, which are subject tokens)"
+            )
+        if child.name in seen:
+            # Heartbeats name the child, not the group: the name must be unique.
+            raise SupervisorConfigError(f"child {child.name!r} appears in two groups")
+        seen.add(child.name)
+        if child.shutdown_grace < 0:
+            raise SupervisorConfigError(f"child {child.name!r}: shutdown_grace must be >= 0")

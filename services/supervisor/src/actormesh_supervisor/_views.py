@@ -6,10 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from actormesh import Heartbeat
 
-__all__ = ["Slot", "WorkerView"]
+__all__ = ["Slot", "SlotState", "WorkerView"]
+
+#: A slot's life: pending until first started; starting until its first heartbeat;
+#: running; stopping while terminated; dead once a failure is detected (until its
+#: group acts on it); then stopped (not restarted), failed (its group or the
+#: supervisor gave up) or drained (an operator drained it); or starting again.
+SlotState = Literal[
+    "pending", "starting", "running", "stopping", "dead", "stopped", "failed", "drained"
+]
 
 # Throughput is taken over this many successive heartbeats: long enough to smooth
 # one late tick, short enough to follow a change within a few seconds.
@@ -68,8 +77,7 @@ class Slot:
     group: str
     child: str
     index: int
-    #: pending | starting | running | stopping | dead | stopped | failed | drained
-    state: str = "pending"
+    state: SlotState = "pending"
     #: Bumped at every (re)launch: notices about an earlier incarnation are ignored.
     generation: int = 0
     pid: int | None = None

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote
 
 from .._errors import ActorMeshError, ConfigError
 
-__all__ = ["MetricsConfig", "ObservabilityError", "TracingConfig"]
+__all__ = [
+    "Compression",
+    "ExporterName",
+    "MetricsConfig",
+    "ObservabilityError",
+    "SamplerName",
+    "TracingConfig",
+]
+
+ExporterName = Literal["otlp", "console"]
+Compression = Literal["none", "gzip", "deflate"]
+SamplerName = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
 
 
 class ObservabilityError(ActorMeshError):
@@ -23,18 +42,18 @@ class ObservabilityError(ActorMeshError):
     code = "observability_error"
 
 
-_SAMPLERS = frozenset(
-    {
-        "always_on",
-        "always_off",
-        "traceidratio",
-        "parentbased_always_on",
-        "parentbased_always_off",
-        "parentbased_traceidratio",
-    }
-)
-_EXPORTERS = frozenset({"otlp", "console"})
-_COMPRESSIONS = frozenset({"none", "gzip", "deflate"})
+# What the variables may say, to the typed value (spelled twice so that the
+# value keeps its Literal type).
+_SAMPLERS: dict[str, SamplerName] = {
+    "always_on": "always_on",
+    "always_off": "always_off",
+    "traceidratio": "traceidratio",
+    "parentbased_always_on": "parentbased_always_on",
+    "parentbased_always_off": "parentbased_always_off",
+    "parentbased_traceidratio": "parentbased_traceidratio",
+}
+_EXPORTERS: dict[str, ExporterName] = {"otlp": "otlp", "console": "console"}
+_COMPRESSIONS: dict[str, Compression] = {"none": "none", "gzip": "gzip", "deflate": "deflate"}
 _TRUE = frozenset({"true", "1", "yes", "on"})
 
 
@@ -47,13 +66,13 @@ class TracingConfig:
     """
 
     #: Empty means tracing is off: `mesh.tracer` stays None.
-    exporters: tuple[str, ...] = ()
+    exporters: tuple[ExporterName, ...] = ()
     #: The full traces URL (`.../v1/traces`).
     endpoint: str = "http://localhost:4318/v1/traces"
     headers: Mapping[str, str] = field(default_factory=dict)
     #: Seconds (the variable is in milliseconds, as the specification says).
     timeout: float = 10.0
-    compression: str = "none"
+    compression: Compression = "none"
     #: TLS for an https endpoint: the CA file the collector's certificate is
     #: checked against (None: the system's), and a client certificate and key
     #: for mutual TLS.
@@ -62,7 +81,7 @@ class TracingConfig:
     client_key: str | None = None
     service_name: str | None = None
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    sampler: str = "parentbased_always_on"
+    sampler: SamplerName = "parentbased_always_on"
     sampler_arg: float = 1.0
     #: BatchSpanProcessor settings.
     schedule_delay_ms: float = 5000.0
@@ -120,25 +139,9 @@ class TracingConfig:
         """
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
             return cls()
-        traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
-        base_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-        raw = env.get("OTEL_TRACES_EXPORTER")
-        if raw is None or not raw.strip():
-            exporters: tuple[str, ...] = ("otlp",) if traces_endpoint or base_endpoint else ()
-        else:
-            names = [n.strip().lower() for n in raw.split(",") if n.strip()]
-            if "none" in names:
-                return cls()
-            unknown = sorted(set(names) - _EXPORTERS)
-            if unknown:
-                raise ConfigError(
-                    f"OTEL_TRACES_EXPORTER={raw!r}: unsupported exporter(s) {unknown}; "
-                    "actormesh supports otlp (http/protobuf), console and none"
-                )
-            exporters = tuple(dict.fromkeys(names))
+        exporters = _exporters(env)
         if not exporters:
             return cls()
-
         if "otlp" in exporters:
             protocol = (_otlp_var(env, "PROTOCOL") or "http/protobuf").strip()
             if protocol != "http/protobuf":
@@ -147,27 +150,11 @@ class TracingConfig:
                     "http/protobuf (set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and point "
                     "the endpoint at the collector's HTTP port, usually 4318)"
                 )
-        if traces_endpoint:
-            endpoint = traces_endpoint
-        else:
-            base = base_endpoint or "http://localhost:4318"
-            endpoint = base.rstrip("/") + "/v1/traces"
-
-        compression = (_otlp_var(env, "COMPRESSION") or "none").strip().lower()
-        if compression not in _COMPRESSIONS:
-            raise ConfigError(f"OTLP compression {compression!r}: use none, gzip or deflate")
-
-        sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-        if sampler not in _SAMPLERS:
-            raise ConfigError(
-                f"OTEL_TRACES_SAMPLER={sampler!r}: use one of {', '.join(sorted(_SAMPLERS))}"
-            )
-        sampler_arg = 1.0
-        if sampler.endswith("traceidratio"):
-            sampler_arg = _number(env, "OTEL_TRACES_SAMPLER_ARG", 1.0)
-            if not 0.0 <= sampler_arg <= 1.0:
-                raise ConfigError("OTEL_TRACES_SAMPLER_ARG must be between 0 and 1")
-
+        raw_compression = (_otlp_var(env, "COMPRESSION") or "none").strip().lower()
+        compression = _COMPRESSIONS.get(raw_compression)
+        if compression is None:
+            raise ConfigError(f"OTLP compression {raw_compression!r}: use none, gzip or deflate")
+        sampler, sampler_arg = _sampler(env)
         timeout_ms = _number(
             env,
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
@@ -176,7 +163,7 @@ class TracingConfig:
 
         return cls(
             exporters=exporters,
-            endpoint=endpoint,
+            endpoint=_endpoint(env),
             headers=_pairs(_otlp_var(env, "HEADERS") or "", lower_keys=True),
             timeout=timeout_ms / 1000.0,
             compression=compression,
@@ -222,6 +209,52 @@ class MetricsConfig:
             host=(env.get("ACTORMESH_METRICS_HOST") or "").strip() or "127.0.0.1",
             poll_interval=_number(env, "ACTORMESH_METRICS_POLL_INTERVAL", 5.0),
         )
+
+
+def _exporters(env: Mapping[str, str]) -> tuple[ExporterName, ...]:
+    """The exporters OTEL_TRACES_EXPORTER names; unset, `otlp` when an endpoint is
+    given, else none (see `TracingConfig.from_env`)."""
+    raw = env.get("OTEL_TRACES_EXPORTER")
+    if raw is None or not raw.strip():
+        endpoint = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        )
+        return ("otlp",) if endpoint else ()
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if "none" in names:
+        return ()
+    unknown = sorted(set(names) - _EXPORTERS.keys())
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER={raw!r}: unsupported exporter(s) {unknown}; "
+            "actormesh supports otlp (http/protobuf), console and none"
+        )
+    return tuple(dict.fromkeys(_EXPORTERS[n] for n in names))
+
+
+def _endpoint(env: Mapping[str, str]) -> str:
+    """The traces URL: the signal's own variable as it is, else the base one
+    with `/v1/traces` appended."""
+    traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces_endpoint:
+        return traces_endpoint
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+    return base.rstrip("/") + "/v1/traces"
+
+
+def _sampler(env: Mapping[str, str]) -> tuple[SamplerName, float]:
+    """OTEL_TRACES_SAMPLER and, for a ratio sampler, OTEL_TRACES_SAMPLER_ARG."""
+    raw = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    sampler = _SAMPLERS.get(raw)
+    if sampler is None:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER={raw!r}: use one of {', '.join(sorted(_SAMPLERS))}")
+    sampler_arg = 1.0
+    if sampler.endswith("traceidratio"):
+        sampler_arg = _number(env, "OTEL_TRACES_SAMPLER_ARG", 1.0)
+        if not 0.0 <= sampler_arg <= 1.0:
+            raise ConfigError("OTEL_TRACES_SAMPLER_ARG must be between 0 and 1")
+    return sampler, sampler_arg
 
 
 def _otlp_var(env: Mapping[str, str], what: str) -> str | None:

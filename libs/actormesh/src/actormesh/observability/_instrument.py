@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._interceptor import install_tracing_interceptor, remove_tracing_interceptor
 from ._logs import install_log_enricher
 from ._native import MeshTracer
 from ._pipeline import TracingPipeline
@@ -31,7 +32,9 @@ def instrument(
     - An OpenTelemetry `TracerProvider`, or None for the global one: spans go
       through the SDK (`OtelTracer`); `propagator` replaces W3C Trace Context.
 
-    Also adds trace_id/span_id to log lines (`actormesh._logging.enrichers`).
+    Workers built on the mesh get a consumer span per message from the
+    `TracingInterceptor` this adds to `mesh.interceptors`. Also adds
+    trace_id/span_id to log lines (`actormesh._logging.enrichers`).
     """
     tracer: MeshTracer | OtelTracer
     if isinstance(tracing, TracingPipeline):
@@ -43,10 +46,15 @@ def instrument(
 
         tracer = OtelTracer(tracing, propagator=propagator)
     mesh.tracer = tracer
+    install_tracing_interceptor(mesh)
     install_log_enricher()
     return tracer
 
 
 def uninstrument(mesh: Mesh) -> None:
-    """Back to no tracing at all (`mesh.tracer = None`)."""
+    """Back to no tracing at all (`mesh.tracer = None`, no consumer-span interceptor).
+
+    A worker already running keeps the interceptor, which does nothing without a
+    tracer."""
     mesh.tracer = None
+    remove_tracing_interceptor(mesh)

@@ -1,7 +1,7 @@
 """Prometheus metrics of one worker, in a registry of its own.
 
-Two sources: a worker observer counts each message outcome (by message type)
-and times handlers; a collector reads the worker's own counters and the
+Two sources: a worker interceptor (its `outcome` hook) counts each message
+outcome (by message type) and times handlers; a collector reads the worker's own counters and the
 mailbox state at scrape time, so nothing is counted twice and a scrape always
 sees the same numbers the heartbeat and the `stats` control op report.
 """
@@ -26,11 +26,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .._interceptor import MessageInput, Outcome, WorkerInterceptor
 from .._version import VERSION
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from .._worker import Worker
 
 __all__ = ["WorkerMetrics"]
@@ -80,11 +79,12 @@ class _MailboxState:
     waiting: int
 
 
-class WorkerMetrics:
-    """Registers the worker's metrics in `registry` and an observer on the worker.
+class WorkerMetrics(WorkerInterceptor):
+    """Registers the worker's metrics in `registry` and itself as the worker's interceptor.
 
-    `await start()` begins polling the mailbox (depth, pending acks) every
-    `poll_interval` seconds; `await close()` stops it and detaches the observer.
+    `await start()` begins polling the mailbox (depth, pending acks; for a
+    partitioned mailbox, of this worker's partition consumer) every
+    `poll_interval` seconds; `await close()` stops it and detaches the interceptor.
     """
 
     def __init__(
@@ -127,16 +127,17 @@ class WorkerMetrics:
         self._histograms: dict[tuple[str, str], Any] = {}
         self._collector = _WorkerCollector(self)
         registry.register(self._collector)
-        worker.observers.append(self._observe)
+        worker.add_interceptor(self)
 
-    # -- the observer -------------------------------------------------------------
+    # -- the interceptor ----------------------------------------------------------
 
-    def _observe(
-        self, worker: Worker, outcome: str, msg: Msg | None, obj: Any, seconds: float
+    def outcome(
+        self, worker: Worker, outcome: Outcome, input: MessageInput | None, seconds: float
     ) -> None:
-        if outcome == "restarted":
-            return  # counted from worker.restarts at scrape time
-        message_type = type(obj).__name__ if obj is not None else self._peek_type(msg)
+        if outcome == "restarted" or input is None:
+            return  # restarts are counted from worker.restarts at scrape time
+        message = input.message
+        message_type = type(message).__name__ if message is not None else self._peek_type(input)
         key = (message_type, outcome)
         counter = self._counters.get(key)
         if counter is None:
@@ -152,13 +153,12 @@ class WorkerMetrics:
                 )
             hist.observe(seconds)
 
-    def _peek_type(self, msg: Msg | None) -> str:
+    def _peek_type(self, input: MessageInput) -> str:
         # Only the rare outcomes (expired, dead-lettered, bad) come here undecoded.
-        if msg is None:
-            return UNKNOWN
         try:
-            tag = _tag.decode(msg.data).type
-        except (msgspec.DecodeError, msgspec.ValidationError):
+            tag = _tag.decode(input.msg.data).type
+        except Exception:
+            # Anything the worker's decoder rejects (bad UTF-8, deep nesting) too.
             return UNKNOWN
         return self._known.get(tag, UNKNOWN)
 
@@ -181,8 +181,7 @@ class WorkerMetrics:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise
-        with contextlib.suppress(ValueError):
-            self.worker.observers.remove(self._observe)
+        self.worker.remove_interceptor(self)
         with contextlib.suppress(KeyError):
             self.registry.unregister(self._collector)
 
@@ -195,7 +194,8 @@ class WorkerMetrics:
         """Ask the broker for the stream and consumer state once; False if it did not say."""
         mesh = self.worker.mesh
         stream = mesh.subjects.mailbox_stream(self.actor_type)
-        durable = mesh.subjects.consumer(self.actor_type)
+        # A partitioned mailbox has one consumer per partition: this worker's own.
+        durable = mesh.subjects.consumer(self.actor_type, self.worker.partition)
         try:
             async with asyncio.timeout(max(1.0, min(self.poll_interval, 5.0))):
                 si = await mesh.js.stream_info(stream)

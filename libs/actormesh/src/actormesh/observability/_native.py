@@ -17,6 +17,10 @@ span (`opentelemetry.trace.get_current_span()`) while the handler runs, so
 spans a handler starts with any OpenTelemetry tracer are its children, and
 the handler may set attributes and events on it; a tell made inside a span of
 another tracer is that span's child.
+
+About 650 lines in one module on purpose: the tracer, its span types and `_PyCore`
+are the definition `_speedups.c` mirrors line for line, and are read side by side
+with it; the semantic conventions they share with `OtelTracer` live in `_semconv`.
 """
 
 from __future__ import annotations
@@ -48,25 +52,17 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshTracer"]
 
-# Attribute names (messaging semantic conventions, v1.27+). Spelled out rather
-# than imported from the incubating semconv module, whose names are unstable.
-SYSTEM = "messaging.system"
-DESTINATION = "messaging.destination.name"
-DESTINATION_TEMPLATE = "messaging.destination.template"
-DESTINATION_TEMPORARY = "messaging.destination.temporary"
-OPERATION_TYPE = "messaging.operation.type"
-OPERATION_NAME = "messaging.operation.name"
-MESSAGE_ID = "messaging.message.id"
-DELIVERY_COUNT = "messaging.nats.delivery_count"
-ACTOR_TYPE = "actormesh.actor_type"
-KEY = "actormesh.key"
-MESSAGE_TYPE = "actormesh.message_type"
-ERROR_TYPE = "error.type"
-ERROR_CODE = "actormesh.error.code"
-
-#: `publish` was renamed `send` in the messaging conventions (v1.27).
-SEND = "send"
-PROCESS = "process"
+from ._semconv import (
+    DELIVERY_COUNT,
+    DESTINATION,
+    ERROR_CODE,
+    ERROR_TYPE,
+    MESSAGE_ID,
+    PROCESS,
+    mailbox_parts,
+    span_attributes,
+    span_name,
+)
 
 #: The key the OpenTelemetry API keeps the current span under, found through the
 #: public API (the constant itself is private).
@@ -141,56 +137,6 @@ def _prefixes(key: str, count: int) -> list[bytes]:
 
 
 _MESSAGE_ID_PREFIX = _prefixes(MESSAGE_ID, 128)
-
-
-def mailbox_parts(destination: str) -> tuple[str, str, str] | None:
-    """(template, actor type, key) of a mailbox subject `<prefix>.mbox.<type>.<key>`."""
-    base, _, key = destination.rpartition(".")
-    parts = base.split(".")
-    if len(parts) != 3 or parts[1] != "mbox" or not key:
-        return None
-    return base + ".*", parts[2], key
-
-
-def span_name(operation: str, destination: str, mailbox: tuple[str, str, str] | None) -> str:
-    """`<operation> <destination>`, with a mailbox's template for its subject (keys
-    are unbounded, span names must not be); a reply's inbox is not in it at all."""
-    if mailbox is not None:
-        return f"{operation} {mailbox[0]}"
-    if operation == "reply":
-        return operation
-    return f"{operation} {destination}"
-
-
-def span_attributes(
-    operation: str,
-    destination: str,
-    mailbox: tuple[str, str, str] | None,
-    *,
-    actor: tuple[str, str] = ("", ""),
-    message_type: str = "",
-    deliveries: int = 0,
-) -> dict[str, Any]:
-    """The messaging attributes of a span, but the message id: the one definition
-    both tracers use. `actor`, `message_type` and `deliveries` (0: left out) are
-    for the `process` operation."""
-    attrs: dict[str, Any] = {SYSTEM: "nats", DESTINATION: destination}
-    if operation == PROCESS:
-        attrs[DESTINATION_TEMPLATE] = mailbox[0] if mailbox is not None else destination
-        attrs[OPERATION_TYPE] = PROCESS
-        attrs[OPERATION_NAME] = PROCESS
-        attrs[ACTOR_TYPE], attrs[KEY] = actor
-        attrs[MESSAGE_TYPE] = message_type
-        if deliveries:
-            attrs[DELIVERY_COUNT] = deliveries
-        return attrs
-    attrs[OPERATION_TYPE] = SEND
-    attrs[OPERATION_NAME] = operation
-    if mailbox is not None:
-        attrs[DESTINATION_TEMPLATE], attrs[ACTOR_TYPE], attrs[KEY] = mailbox
-    elif operation == "reply":
-        attrs[DESTINATION_TEMPORARY] = True
-    return attrs
 
 
 #: A version 00 `traceparent` (the one everybody sends), and any version: later

@@ -1,4 +1,4 @@
-"""OTLP trace protobuf, written by hand, and its http/protobuf sender.
+"""OTLP trace protobuf, written by hand (its transport is `_sender`).
 
 The OpenTelemetry SDK builds a protobuf object tree per span and serialises it
 in its export thread: about 100 µs of CPU per span, several times what a whole
@@ -11,26 +11,15 @@ tests decode what this writes with the official generated classes.
 
 from __future__ import annotations
 
-import gzip
-import logging
-import ssl
 import struct
-import time
 import traceback
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
-
-from .._errors import ConfigError
-from .._version import VERSION
-from ._http1 import Http1Connection, ProtocolError, tls_context
 
 __all__ = [
     "KIND_CONSUMER",
     "KIND_INTERNAL",
     "KIND_PRODUCER",
-    "HttpSender",
     "attribute",
     "encode_request",
     "exception_attributes",
@@ -38,8 +27,6 @@ __all__ = [
     "status_error",
     "string_field",
 ]
-
-log = logging.getLogger("actormesh.observability")
 
 # Span.SpanKind values.
 KIND_INTERNAL = 1
@@ -154,118 +141,6 @@ def encode_request(head: tuple[bytes, bytes], spans: Iterable[bytes]) -> bytes:
     return b"".join(parts)
 
 
-class ExportFailed(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-#: The OTLP/HTTP specification's retryable answers.
-_RETRYABLE = frozenset({429, 502, 503, 504})
-
-
-class HttpSender:
-    """POSTs export requests to an OTLP/HTTP endpoint over one kept-alive connection.
-
-    Retries what the specification says is retryable (429, 502-504, connection
-    errors) with exponential backoff, honouring Retry-After, within `timeout`
-    seconds per export. Blocking: it runs in the exporter's thread. `https`
-    verifies the collector against the system's CAs or the CA file
-    `certificate`; `client_certificate` (and `client_key`) is for mutual TLS.
-    """
-
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 10.0,
-        compression: str = "none",
-        certificate: str | None = None,
-        client_certificate: str | None = None,
-        client_key: str | None = None,
-    ) -> None:
-        url = urlsplit(endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(f"OTLP endpoint {endpoint!r} is not an http(s) URL")
-        try:
-            port = url.port
-        except ValueError as exc:
-            raise ConfigError(f"OTLP endpoint {endpoint!r}: {exc}") from None
-        tls = (
-            tls_context(
-                certificate=certificate,
-                client_certificate=client_certificate,
-                client_key=client_key,
-            )
-            if url.scheme == "https"
-            else None
-        )
-        self._timeout = timeout
-        self._compression = compression
-        fixed = {"Content-Type": "application/x-protobuf", **dict(headers or {})}
-        if not any(name.lower() == "user-agent" for name in fixed):
-            # The OTLP specification asks exporters to name themselves so.
-            fixed["User-Agent"] = f"actormesh-OTLP-Exporter-Python/{VERSION}"
-        if compression != "none":
-            fixed["Content-Encoding"] = compression
-        self._conn = Http1Connection(
-            url.hostname,
-            port,
-            timeout=timeout,
-            tls=tls,
-            path=(url.path or "/") + (f"?{url.query}" if url.query else ""),
-            headers=fixed,
-        )
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def _post(self, body: bytes) -> None:
-        try:
-            resp = self._conn.post(body)
-        except ssl.SSLCertVerificationError as exc:
-            # Trying again will not make the certificate trusted.
-            raise ExportFailed(
-                f"the collector's TLS certificate is not trusted ({exc.verify_message}): "
-                "set OTEL_EXPORTER_OTLP_CERTIFICATE to the CA file that signed it",
-                retryable=False,
-            ) from exc
-        except (OSError, ProtocolError) as exc:
-            raise ExportFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-        if 200 <= resp.status < 300:
-            return
-        retry_after: float | None = None
-        raw = resp.headers.get("retry-after", "").strip()
-        if raw.isdigit():
-            retry_after = float(raw)
-        raise ExportFailed(
-            f"HTTP {resp.status}: {resp.body[:200]!r}",
-            retryable=resp.status in _RETRYABLE,
-            retry_after=retry_after,
-        )
-
-    def send(self, request: bytes) -> None:
-        """Export one request; raises `ExportFailed` when it is given up."""
-        if self._compression == "gzip":
-            request = gzip.compress(request, compresslevel=6)
-        elif self._compression == "deflate":
-            request = zlib.compress(request)
-        deadline = time.monotonic() + self._timeout
-        delay = 0.5
-        while True:
-            try:
-                self._post(request)
-                return
-            except ExportFailed as exc:
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                if not exc.retryable or time.monotonic() + wait > deadline:
-                    raise
-                time.sleep(wait)
-                delay = min(delay * 2, 8.0)
-
-
 def describe(spans: Sequence[bytes]) -> list[dict[str, Any]]:
     """Decode our own span encodings back to dicts, for the `console` exporter.
 
@@ -309,7 +184,8 @@ def _fields(buf: bytes) -> Iterable[tuple[int, int | bytes]]:
 
 def _unwrap(entry: bytes) -> bytes:
     (_, span), *_ = _fields(entry)
-    assert isinstance(span, bytes)
+    if not isinstance(span, bytes):
+        raise ValueError("not a ScopeSpans.spans entry")
     return span
 
 
@@ -343,38 +219,46 @@ def _decode_kv(buf: bytes) -> tuple[str, object]:
 _KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 
 
+#: Span fields that are ids, shown in hex.
+_IDS = {1: "trace_id", 2: "span_id", 4: "parent_span_id"}
+#: Span fields that are numbers: the kind, the start and end times.
+_NUMBERS = {6: "kind", 7: "start_time_unix_nano", 8: "end_time_unix_nano"}
+
+
+def _decode_event(buf: bytes) -> dict[str, Any]:
+    event: dict[str, Any] = {}
+    for number, value in _fields(buf):
+        if number == 2 and isinstance(value, bytes):
+            event["name"] = value.decode()
+        elif number == 3 and isinstance(value, bytes):
+            key, item = _decode_kv(value)
+            event[key] = item
+    return event
+
+
+def _decode_message(out: dict[str, Any], number: int, value: bytes) -> None:
+    """A length-delimited field of a Span into `out`."""
+    if number in _IDS:
+        out[_IDS[number]] = value.hex()
+    elif number == 5:
+        out["name"] = value.decode()
+    elif number == 9:
+        key, item = _decode_kv(value)
+        out["attributes"][key] = item
+    elif number == 11:
+        out.setdefault("events", []).append(_decode_event(value))
+    elif number == 15:
+        out["status"] = {
+            ("message" if n == 2 else "code"): (v.decode() if isinstance(v, bytes) else v)
+            for n, v in _fields(value)
+        }
+
+
 def _decode_span(buf: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"attributes": {}}
     for number, value in _fields(buf):
-        if number == 1 and isinstance(value, bytes):
-            out["trace_id"] = value.hex()
-        elif number == 2 and isinstance(value, bytes):
-            out["span_id"] = value.hex()
-        elif number == 4 and isinstance(value, bytes):
-            out["parent_span_id"] = value.hex()
-        elif number == 5 and isinstance(value, bytes):
-            out["name"] = value.decode()
-        elif number == 6 and isinstance(value, int):
-            out["kind"] = _KINDS.get(value, str(value))
-        elif number == 7:
-            out["start_time_unix_nano"] = value
-        elif number == 8:
-            out["end_time_unix_nano"] = value
-        elif number == 9 and isinstance(value, bytes):
-            k, v = _decode_kv(value)
-            out["attributes"][k] = v
-        elif number == 11 and isinstance(value, bytes):
-            ev: dict[str, Any] = {}
-            for n, v in _fields(value):
-                if n == 2 and isinstance(v, bytes):
-                    ev["name"] = v.decode()
-                elif n == 3 and isinstance(v, bytes):
-                    k, val = _decode_kv(v)
-                    ev[k] = val
-            out.setdefault("events", []).append(ev)
-        elif number == 15 and isinstance(value, bytes):
-            out["status"] = {
-                ("message" if n == 2 else "code"): (v.decode() if isinstance(v, bytes) else v)
-                for n, v in _fields(value)
-            }
+        if isinstance(value, bytes):
+            _decode_message(out, number, value)
+        elif number in _NUMBERS:
+            out[_NUMBERS[number]] = _KINDS.get(value, str(value)) if number == 6 else value
     return out

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from .._errors import ConfigError
 from .._version import VERSION
-from ._config import TracingConfig
-from ._otlp import ExportFailed, HttpSender, describe, encode_request, resource_scope
+from ._config import SamplerName, TracingConfig
+from ._otlp import describe, encode_request, resource_scope
 from ._recorder import SPEEDUPS, PyRecorder, Recorder
+from ._sender import ExportFailed, HttpSender
 
 __all__ = ["PipelineStats", "Sampler", "TracingPipeline", "run_off_loop", "tracing_from_env"]
 
@@ -52,7 +53,7 @@ class Sampler:
 
     __slots__ = ("bound", "parent_based")
 
-    def __init__(self, name: str = "parentbased_always_on", ratio: float = 1.0) -> None:
+    def __init__(self, name: SamplerName = "parentbased_always_on", ratio: float = 1.0) -> None:
         self.parent_based = name.startswith("parentbased_")
         base = name.removeprefix("parentbased_")
         #: A root is sampled when the low 64 bits of its trace id are below this.
@@ -65,7 +66,7 @@ class Sampler:
             # The SDK's TraceIdRatioBased.get_bound_for_rate.
             self.bound = round(ratio * (1 << 64))
         else:
-            raise ValueError(f"unknown sampler {name!r}")
+            raise ConfigError(f"unknown sampler {name!r}")
 
     def child(self, parent_sampled: bool, trace_id: bytes) -> bool:
         """Whether a span under a parent (local or remote) is sampled."""

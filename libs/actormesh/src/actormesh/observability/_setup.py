@@ -71,7 +71,10 @@ class WorkerInstrumentation:
                 self.metrics = None
         finally:
             if self.tracer is not None and self.worker.mesh.tracer is self.tracer:
+                from ._interceptor import remove_tracing_interceptor
+
                 self.worker.mesh.tracer = None
+                remove_tracing_interceptor(self.worker.mesh)
             tracing, self.tracing = self.tracing, None
             if tracing is not None:
                 await tracing.aclose(FLUSH_TIMEOUT)
@@ -127,7 +130,8 @@ async def instrument_worker(
         service_name = f"actormesh-{worker.actor_type}"
         setup.tracing = TracingPipeline(tracing, service_name=service_name, instance_id=worker.id)
         tracer = instrument(worker.mesh, setup.tracing)
-        assert isinstance(tracer, MeshTracer)
+        if not isinstance(tracer, MeshTracer):  # a pipeline always gives a MeshTracer
+            raise TypeError(f"instrument() returned {type(tracer).__name__}, not MeshTracer")
         setup.tracer = tracer
         if api_spans:
             setup.tracer_provider = _global_sdk_provider(tracing, service_name, worker.id)

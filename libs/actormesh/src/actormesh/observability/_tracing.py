@@ -39,7 +39,8 @@ from .._errors import ActorMeshError
 from .._version import VERSION
 from .._wire import Hdr
 from ._config import TracingConfig
-from ._native import (
+from ._pipeline import SCOPE
+from ._semconv import (
     ERROR_CODE,
     ERROR_TYPE,
     MESSAGE_ID,
@@ -48,7 +49,6 @@ from ._native import (
     span_attributes,
     span_name,
 )
-from ._pipeline import SCOPE
 
 __all__ = ["OtelTracer", "build_tracer_provider"]
 

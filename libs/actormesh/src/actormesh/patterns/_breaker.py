@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar, TypeVarTuple
 
+from .._errors import ConfigError
 from ._errors import CircuitOpen
 
 __all__ = ["BreakerConfig", "BreakerMetrics", "BreakerPermit", "CircuitBreaker", "CircuitState"]
@@ -42,7 +43,7 @@ def _every_exception(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerConfig:
-    """When a breaker opens and how it recovers (defaults from DESIGN.md)."""
+    """When a breaker opens and how it recovers (by default: after 5 failures, for 30 s)."""
 
     #: Consecutive failures (while closed) that open the circuit.
     failure_threshold: int = 5
@@ -56,7 +57,9 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1 or self.half_open_probes < 1 or self.open_duration < 0:
-            raise ValueError("need failure_threshold, half_open_probes >= 1 and open_duration >= 0")
+            raise ConfigError(
+                "need failure_threshold, half_open_probes >= 1 and open_duration >= 0"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,11 @@ T = TypeVar("T")
 class DeadlineExpired(Exception):
     """Our deadline passed; its `__cause__` is the TimeoutError asyncio raised."""
 
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"deadline of {timeout:g} s expired")
+        #: The limit that passed, in seconds (so callers need not re-derive it).
+        self.timeout = timeout
+
 
 async def within(timeout: float | None, aw: Awaitable[T]) -> T:
     """`await aw`, given up after `timeout` seconds (None: no limit) with
@@ -33,4 +38,4 @@ async def within(timeout: float | None, aw: Awaitable[T]) -> T:
     except TimeoutError as exc:
         if not deadline.expired():
             raise
-        raise DeadlineExpired from exc
+        raise DeadlineExpired(timeout) from exc

@@ -22,48 +22,26 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar, TypeVarTuple, cast
+from typing import Any, TypeVar, TypeVarTuple
 
+from .._errors import ConfigError
 from .._retry import RetryPolicy
+from ._backpressure import Backpressure
 from ._breaker import CircuitBreaker
 from ._deadline import DeadlineExpired, within
 from ._errors import ExecutorShutdown, QueueFull, TaskCancelled
 from ._policy import _execute
-from ._stream import Backpressure
+from ._task import Priority, TaskHandle, TaskState
 
-__all__ = [
-    "ExecutorConfig",
-    "ExecutorMetrics",
-    "Priority",
-    "TaskExecutor",
-    "TaskHandle",
-    "TaskState",
-]
+__all__ = ["ExecutorConfig", "ExecutorMetrics", "TaskExecutor"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _log = logging.getLogger("actormesh.patterns")
-
-
-class Priority(enum.IntEnum):
-    """Higher runs first when the executor is saturated (the source design's scale)."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-    CRITICAL = 3
-
-
-class TaskState(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class _Unset(enum.Enum):
@@ -76,7 +54,7 @@ _UNSET = _Unset.UNSET
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExecutorConfig:
     name: str = "executor"
-    #: Tasks running at once (the source design's default).
+    #: Tasks running at once.
     max_concurrency: int = 100
     #: Tasks waiting to run; None for no bound.
     max_queued: int | None = None
@@ -85,18 +63,18 @@ class ExecutorConfig:
     #: Default per-attempt timeout in seconds; None for none.
     timeout: float | None = None
     #: Default retry policy; None runs each task once. Not on by default: tasks
-    #: need not be idempotent. Pass `RetryPolicy()` for the DESIGN.md defaults.
+    #: need not be idempotent. Pass `RetryPolicy()` for 3 attempts with backoff.
     retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
+            raise ConfigError("max_concurrency must be >= 1")
         if self.max_queued is not None and self.max_queued < 0:
-            raise ValueError("max_queued must be >= 0 (or None)")
+            raise ConfigError("max_queued must be >= 0 (or None)")
         if self.when_full not in (Backpressure.BLOCK, Backpressure.RAISE):
-            raise ValueError("when_full must be BLOCK or RAISE: an executor never drops tasks")
+            raise ConfigError("when_full must be BLOCK or RAISE: an executor never drops tasks")
         if self.timeout is not None and not self.timeout > 0:
-            raise ValueError("timeout must be > 0 (or None)")
+            raise ConfigError("timeout must be > 0 (or None)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,128 +134,6 @@ class _Stats:
 
     def tripped(self) -> None:
         self.breaker_trips += 1
-
-
-class TaskHandle(Generic[T]):
-    """A submitted task: await it (``await handle``) for its result, or cancel it.
-
-    Awaiting raises what the task raised (`TaskTimeout`, `RetryExhausted`,
-    `CircuitOpen`, or the task's own error), or `TaskCancelled` if it was
-    cancelled. Cancelling the *awaiting* task does not cancel this one.
-    """
-
-    __slots__ = (
-        "_args",
-        "_breaker",
-        "_done",
-        "_error",
-        "_error_tb",
-        "_executor",
-        "_fn",
-        "_name",
-        "_plain",
-        "_result",
-        "_retry",
-        "_state",
-        "_task",
-        "_timeout",
-        "id",
-        "priority",
-    )
-
-    def __init__(
-        self,
-        executor: TaskExecutor,
-        task_id: int,
-        name: str | None,
-        priority: Priority,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        breaker: CircuitBreaker | None,
-    ) -> None:
-        self.id = task_id
-        self.priority = priority
-        self._name = name
-        self._executor = executor
-        self._fn: Callable[..., Awaitable[T]] | None = fn
-        self._args: tuple[Any, ...] = args
-        self._timeout = timeout
-        self._retry = retry
-        self._breaker = breaker
-        self._plain = timeout is None and breaker is None and (retry is None or retry.attempts == 1)
-        self._state = TaskState.QUEUED
-        self._result: T | None = None
-        self._error: BaseException | None = None
-        self._error_tb: TracebackType | None = None
-        self._task: asyncio.Task[None] | None = None
-        # Made on first await only: most handles are never awaited one by one.
-        self._done: asyncio.Event | None = None
-
-    @property
-    def name(self) -> str:
-        return self._name or f"{self._executor.config.name}-{self.id}"
-
-    @property
-    def state(self) -> TaskState:
-        return self._state
-
-    def __repr__(self) -> str:
-        return f"<TaskHandle {self.name!r} {self.priority.name} {self._state.value}>"
-
-    def done(self) -> bool:
-        return self._state in _FINAL
-
-    def cancel(self) -> bool:
-        """Cancel the task: a queued task never starts; a running one is cancelled.
-
-        Returns False if it had already finished. A running task that catches
-        the cancellation and returns normally ends SUCCEEDED.
-        """
-        if self._state is TaskState.QUEUED:
-            self._executor._cancel_queued(self)
-            return True
-        if self._state is TaskState.RUNNING and self._task is not None:
-            self._executor._cancel_running(self)
-            return True
-        return False
-
-    def exception(self) -> BaseException | None:
-        """What the task raised (None if it succeeded). Raises InvalidStateError if not done."""
-        if not self.done():
-            raise asyncio.InvalidStateError(f"{self!r} is not done")
-        return self._error
-
-    async def result(self) -> T:
-        """Wait for the task to finish; return its result or raise its error."""
-        if self._state not in _FINAL:
-            if self._done is None:
-                self._done = asyncio.Event()
-            await self._done.wait()
-        if self._error is not None:
-            # Reset the traceback as asyncio.Future does: each raise would extend it.
-            raise self._error.with_traceback(self._error_tb)
-        return cast(T, self._result)
-
-    def __await__(self) -> Generator[Any, None, T]:
-        return self.result().__await__()
-
-    def _settle(self, state: TaskState, result: T | None, error: BaseException | None) -> None:
-        if self._state in _FINAL:
-            return
-        self._state = state
-        self._result = result
-        self._error = error
-        self._error_tb = error.__traceback__ if error is not None else None
-        # Drop references early: a finished handle may be kept a long time.
-        self._fn = None
-        self._args = ()
-        if self._done is not None:
-            self._done.set()
-
-
-_FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
 class TaskExecutor:
@@ -485,7 +341,6 @@ class TaskExecutor:
 
     async def _run(self, handle: TaskHandle[Any]) -> None:
         fn = handle._fn
-        assert fn is not None
         stats = self._stats
         try:
             if handle._plain:
@@ -534,9 +389,7 @@ class TaskExecutor:
         except Exception:
             _log.exception("executor %r: on_error callback failed", self.config.name)
 
-    def _cancel_running(self, handle: TaskHandle[Any]) -> None:
-        task = handle._task
-        assert task is not None
+    def _cancel_running(self, handle: TaskHandle[Any], task: asyncio.Task[None]) -> None:
         task.cancel()
         task.add_done_callback(functools.partial(self._finished_unless_done, handle))
 
@@ -597,7 +450,7 @@ class TaskExecutor:
         self._queued = 0
         for handle in tuple(self._active):
             if handle._task is not None:
-                self._cancel_running(handle)
+                self._cancel_running(handle, handle._task)
         if not self._running:
             self._notify_idle()
 

@@ -24,9 +24,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from .._errors import MailboxFull
+from .._errors import ConfigError, MailboxFull
 from .._retry import RetryPolicy
-from ._stream import Backpressure
+from ._backpressure import Backpressure
 
 __all__ = ["JetStreamMessage", "JetStreamSource", "MailboxSink"]
 
@@ -125,9 +125,9 @@ class JetStreamSource:
         double_ack: bool = False,
     ) -> None:
         if batch < 1:
-            raise ValueError("batch must be >= 1")
+            raise ConfigError("batch must be >= 1")
         if not fetch_timeout > 0:
-            raise ValueError("fetch_timeout must be > 0")
+            raise ConfigError("fetch_timeout must be > 0")
         self._nc = nc
         self.stream = stream
         self.durable = durable
@@ -217,7 +217,7 @@ class MailboxSink(Generic[T]):
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if on_full not in (Backpressure.BLOCK, Backpressure.RAISE):
-            raise ValueError("on_full must be BLOCK or RAISE: a mailbox never drops silently")
+            raise ConfigError("on_full must be BLOCK or RAISE: a mailbox never drops silently")
         self._js = nc.jetstream()
         self._subject = subject
         self._encode = encode

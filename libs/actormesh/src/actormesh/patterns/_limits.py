@@ -20,6 +20,7 @@ from typing import TypeVar, TypeVarTuple
 
 from aiolimiter import AsyncLimiter
 
+from .._errors import ConfigError
 from ._deadline import DeadlineExpired, within
 from ._errors import BulkheadFull, RateLimited
 
@@ -51,7 +52,7 @@ class RateLimiter:
 
     def __init__(self, rate: float, per: float = 1.0, *, name: str = "rate_limiter") -> None:
         if rate <= 0 or per <= 0:
-            raise ValueError("need rate > 0 and per > 0")
+            raise ConfigError("need rate > 0 and per > 0")
         self.name = name
         self.rate = rate
         self.per = per
@@ -79,10 +80,11 @@ class RateLimiter:
                 raise RateLimited(self.name, rate=self.rate, per=self.per, timeout=0.0)
         try:
             await within(timeout, self._limiter.acquire(amount))
-        except DeadlineExpired:
-            assert timeout is not None
+        except DeadlineExpired as expired:
             self._rejected += 1
-            raise RateLimited(self.name, rate=self.rate, per=self.per, timeout=timeout) from None
+            raise RateLimited(
+                self.name, rate=self.rate, per=self.per, timeout=expired.timeout
+            ) from None
         self._acquired += 1
 
     async def __aenter__(self) -> None:
@@ -143,11 +145,11 @@ class Bulkhead:
         name: str = "bulkhead",
     ) -> None:
         if max_concurrent < 1:
-            raise ValueError("max_concurrent must be >= 1")
+            raise ConfigError("max_concurrent must be >= 1")
         if max_wait is not None and max_wait < 0:
-            raise ValueError("max_wait must be >= 0 (or None to wait forever)")
+            raise ConfigError("max_wait must be >= 0 (or None to wait forever)")
         if max_waiting is not None and max_waiting < 0:
-            raise ValueError("max_waiting must be >= 0")
+            raise ConfigError("max_waiting must be >= 0")
         self.name = name
         self.max_concurrent = max_concurrent
         self.max_wait = max_wait
@@ -175,9 +177,8 @@ class Bulkhead:
         self._waiting += 1
         try:
             await within(self.max_wait, self._sem.acquire())
-        except DeadlineExpired:
-            assert self.max_wait is not None
-            raise self._refuse(self.max_wait) from None
+        except DeadlineExpired as expired:
+            raise self._refuse(expired.timeout) from None
         finally:
             self._waiting -= 1
         self._active += 1

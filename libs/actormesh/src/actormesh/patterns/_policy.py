@@ -1,10 +1,11 @@
 """Per-handler policies: a timeout, a retry policy and a circuit breaker, declared on a function.
 
 ``@policy(timeout=5, retry=RetryPolicy(), breaker=BreakerConfig())`` attaches a
-frozen `HandlerPolicy` as ``fn.__actormesh_policy__``; whoever runs the handler
-(the mesh's worker, a test, a script) applies it with `run_with_policy`. The
-decorator does not wrap the function, so calling it directly stays a plain call
-and the declaration knows nothing of the actor runtime.
+frozen `HandlerPolicy` as ``fn.__actormesh_policy__`` and declares it as one of
+the handler's own interceptors (``fn.__actormesh_interceptors__``), which the
+worker runs inside its own chain; anyone else running the handler (a test, a
+script) applies it with `run_with_policy`. The decorator does not wrap the
+function, so calling it directly stays a plain call.
 
 The layering, innermost first: each attempt runs under the timeout, each attempt
 goes through the breaker (a timeout is a failure to it), and the retry loop is
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, TypeVarTuple
 
+from .._interceptor import CallHandler, MessageInput, add_handler_interceptor
 from .._retry import RetryPolicy
 from .._retry import retry as _retry_loop  # `retry` is a parameter name below
 from ._breaker import BreakerConfig, CircuitBreaker
@@ -51,6 +53,14 @@ class HandlerPolicy:
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError("timeout must be > 0 (or None)")
 
+    def intercept_handler(self, next: CallHandler) -> CallHandler:
+        """Run the worker's handler call under this policy (a `HandlerInterceptor`)."""
+
+        async def run(input: MessageInput) -> Any:
+            return await run_with_policy(self, next, input)
+
+        return run
+
 
 def policy(
     *,
@@ -70,7 +80,9 @@ def policy(
             live: CircuitBreaker | None = CircuitBreaker(name, breaker)
         else:
             live = breaker
-        setattr(fn, POLICY_ATTR, HandlerPolicy(timeout=timeout, retry=retry, breaker=live))
+        declared = HandlerPolicy(timeout=timeout, retry=retry, breaker=live)
+        setattr(fn, POLICY_ATTR, declared)
+        add_handler_interceptor(fn, declared)
         return fn
 
     return attach

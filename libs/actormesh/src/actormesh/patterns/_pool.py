@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, TypeVar
 
+from .._errors import ConfigError
 from ._deadline import DeadlineExpired, within
 from ._errors import PoolClosed, PoolExhausted
 
@@ -37,7 +38,7 @@ _log = logging.getLogger("actormesh.patterns")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PoolConfig:
-    """Defaults from the source design: max 50, acquire 10 s, idle 300 s."""
+    """Defaults: at most 50 objects, acquire waits 10 s, idle objects go after 300 s."""
 
     name: str = "pool"
     max_size: int = 50
@@ -48,11 +49,11 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
-            raise ValueError("max_size must be >= 1")
+            raise ConfigError("max_size must be >= 1")
         if self.acquire_timeout is not None and self.acquire_timeout < 0:
-            raise ValueError("acquire_timeout must be >= 0 (or None)")
+            raise ConfigError("acquire_timeout must be >= 0 (or None)")
         if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise ValueError("idle_timeout must be > 0 (or None)")
+            raise ConfigError("idle_timeout must be > 0 (or None)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,10 +323,10 @@ class Pool(Generic[T]):
         self._waiters.append(waiter)
         try:
             return await within(limit, self._await(waiter))
-        except DeadlineExpired:
+        except DeadlineExpired as expired:
             self._timeouts += 1
             raise PoolExhausted(
-                self.config.name, max_size=self.config.max_size, timeout=limit or 0.0
+                self.config.name, max_size=self.config.max_size, timeout=expired.timeout
             ) from None
 
     async def _await(self, waiter: asyncio.Future[T | _Slot]) -> T | _Slot:

@@ -20,9 +20,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
+from typing import Literal, TypeAlias
 
 import aiorwlock
 
+from .._errors import ConfigError
 from ._deadline import DeadlineExpired, within
 from ._errors import LockOrderViolation, LockTimeout
 
@@ -36,12 +38,15 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
+_Side: TypeAlias = Literal["read", "write"]
+
+
 class _Held:
     """`async with` guard for one side of an RWLock."""
 
     __slots__ = ("_lock", "_side", "_timeout")
 
-    def __init__(self, lock: RWLock, side: str, timeout: float | None) -> None:
+    def __init__(self, lock: RWLock, side: _Side, timeout: float | None) -> None:
         self._lock = lock
         self._side = side
         self._timeout = timeout
@@ -50,9 +55,8 @@ class _Held:
         core = self._lock._rw.reader if self._side == "read" else self._lock._rw.writer
         try:
             await within(self._timeout, core.acquire())
-        except DeadlineExpired:
-            assert self._timeout is not None
-            raise LockTimeout(f"{self._lock.name}:{self._side}", timeout=self._timeout) from None
+        except DeadlineExpired as expired:
+            raise LockTimeout(f"{self._lock.name}:{self._side}", timeout=expired.timeout) from None
 
     async def __aexit__(
         self,
@@ -111,7 +115,7 @@ class CountdownLatch:
 
     def __init__(self, count: int) -> None:
         if count < 0:
-            raise ValueError("count must be >= 0")
+            raise ConfigError("count must be >= 0")
         self._count = count
         self._open = asyncio.Event()
         if count == 0:
@@ -157,7 +161,7 @@ class OrderedLock:
     one out of order raises `LockOrderViolation` at once (before waiting), so
     the bug shows on every run of the wrong path, not on the rare deadlock.
     Give every lock a distinct order. Not reentrant. Waits at most `timeout`
-    (default 5 s, as in the source design), then raises `LockTimeout`.
+    (default 5 s), then raises `LockTimeout`.
 
     Acquire with ``async with lock:``, `await lock.acquire()`, or several at
     once with `acquire_ordered`. Not `asyncio.wait_for(lock.acquire())`: it
@@ -190,9 +194,8 @@ class OrderedLock:
         limit = self.timeout if timeout is _UNSET else timeout
         try:
             await within(limit, self._lock.acquire())
-        except DeadlineExpired:
-            assert limit is not None
-            raise LockTimeout(self.name, timeout=limit) from None
+        except DeadlineExpired as expired:
+            raise LockTimeout(self.name, timeout=expired.timeout) from None
         _HELD.set((asyncio.current_task(), (*held, self)))
 
     def release(self) -> None:

@@ -1,0 +1,245 @@
+"""ActorRef: where to send one actor's messages (tell, tell_many, ask)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+
+import msgspec
+from nats.aio.msg import Msg
+
+from ._actor import Actor, spec_of
+from ._config import FullPolicy
+from ._errors import AskTimeout, MailboxFull
+from ._errwire import decode_reply
+from ._hooks import NO_SPAN, SpanHandle
+from ._retry import RetryPolicy
+from ._retry import retry as _retry_loop
+from ._subjects import KEYLESS, check_actor_type, check_key
+from ._wire import Hdr, Message
+
+if TYPE_CHECKING:
+    from ._mesh import Mesh, Receipt
+
+__all__ = ["ActorRef", "Breaker"]
+
+A = TypeVar("A", bound=Actor)
+R = TypeVar("R")
+
+_encoder = msgspec.json.Encoder()
+
+
+class Breaker(Protocol):
+    """What `ask(breaker=...)` needs: `actormesh.patterns.CircuitBreaker` is one."""
+
+    async def call(self, fn: Callable[[], Awaitable[R]]) -> R: ...
+
+
+class ActorRef(Generic[A]):
+    """Where to send an actor's messages. Cheap: make as many as you like."""
+
+    __slots__ = ("_limit", "_spec", "actor_type", "key", "mesh", "subject")
+
+    def __init__(self, mesh: Mesh, actor: type[A] | str, key: str | None) -> None:
+        self.mesh = mesh
+        if isinstance(actor, str):
+            self._spec = None
+            self.actor_type = check_actor_type(actor)
+            self._limit: int | None = None
+        else:
+            self._spec = spec_of(actor)
+            self.actor_type = self._spec.actor_type
+            self._limit = self._spec.mailbox.max_msg_size
+        self.key = check_key(key) if key is not None else KEYLESS
+        self.subject = mesh.subjects.mailbox(self.actor_type, self.key)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.actor_type}/{self.key})"
+
+    def _encode(self, msg: Message | bytes) -> bytes:
+        return msg if isinstance(msg, bytes) else _encoder.encode(msg)
+
+    def _producer_span(
+        self, hdrs: dict[str, str], operation: str
+    ) -> AbstractContextManager[SpanHandle]:
+        """The sender's span around a send (nothing when tracing is off)."""
+        tracer = self.mesh.tracer
+        if tracer is None:
+            return NO_SPAN
+        return tracer.producer(destination=self.subject, headers=hdrs, operation=operation)
+
+    def _headers(
+        self, msg_id: str | None, extra: dict[str, str] | None, *, dedupe: bool = True
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if msg_id or dedupe:
+            headers[Hdr.MSG_ID] = msg_id or self.mesh.new_msg_id()
+        if self.mesh.name:
+            headers[Hdr.SENDER] = self.mesh.name
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def tell(
+        self,
+        msg: Message | bytes,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        full_policy: FullPolicy | None = None,
+    ) -> Receipt:
+        """Store `msg` in the actor's mailbox; returns once the broker has it.
+
+        `msg_id` makes the send idempotent within the mailbox's duplicate window
+        (one is generated if you give none). Raises `MailboxFull` (after waiting as
+        `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
+        """
+        hdrs = self._headers(msg_id, headers)
+        with self._producer_span(hdrs, "tell"):
+            return await self.mesh.publish(
+                self.subject,
+                self._encode(msg),
+                headers=hdrs,
+                max_size=self._limit,
+                full_policy=full_policy,
+            )
+
+    async def tell_many(
+        self,
+        msgs: Iterable[Message | bytes],
+        *,
+        window: int = 1024,
+        full_policy: FullPolicy | None = None,
+    ) -> list[Receipt]:
+        """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
+        receipts: list[Receipt] = []
+        pending: deque[tuple[bytes, dict[str, str], asyncio.Future[Msg]]] = deque()
+        mesh = self.mesh
+
+        async def settle_one() -> None:
+            payload, headers, fut = pending.popleft()
+            try:
+                receipts.append(await mesh._receipt(self.subject, fut, None))
+            except MailboxFull:
+                # Retries one by one, as `tell` would, with the same msg id.
+                receipts.append(
+                    await mesh.publish(
+                        self.subject, payload, headers=headers, full_policy=full_policy
+                    )
+                )
+
+        try:
+            for msg in msgs:
+                payload = self._encode(msg)
+                headers = self._headers(None, None)
+                if mesh.tracer is not None:
+                    mesh.tracer.sent(destination=self.subject, headers=headers, operation="tell")
+                mesh.check_size(payload, headers, limit=self._limit)
+                pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
+                if len(pending) >= window:
+                    await settle_one()
+            while pending:
+                await settle_one()
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
+        return receipts
+
+    @overload
+    async def ask(
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = ...,
+        reply_type: type[R],
+        msg_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+        breaker: Breaker | None = ...,
+        retry: RetryPolicy | None = ...,
+    ) -> R: ...
+    @overload
+    async def ask(
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = ...,
+        reply_type: None = ...,
+        msg_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+        breaker: Breaker | None = ...,
+        retry: RetryPolicy | None = ...,
+    ) -> Any: ...
+    async def ask(
+        self,
+        msg: Message | bytes,
+        *,
+        timeout: float = 5.0,
+        reply_type: type[R] | None = None,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        breaker: Breaker | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Send `msg` and await the handler's reply, decoded to its return annotation.
+
+        The message carries a deadline: if no worker starts it before `timeout`,
+        it is not run. Raises `AskTimeout`, `RemoteError` (the handler failed), and
+        what `tell` raises.
+
+        With `breaker`, the ask goes through that circuit breaker (one per target is
+        the usual choice) and fails fast with `CircuitOpen` while it is open. With
+        `retry`, retryable failures (timeouts, full mailbox, retryable remote
+        errors) are tried again per the policy. Each attempt is a new message with
+        its own deadline and reply inbox (a repeated message id would be dropped as
+        a duplicate of the first attempt, whose reply nobody waits for); an earlier
+        attempt that is still queued expires unrun.
+        """
+        if breaker is not None or retry is not None:
+            ids = [msg_id]
+
+            async def once() -> Any:
+                # Only the first attempt may carry the caller's id (see above).
+                attempt_id = ids.pop() if ids else None
+                return await self.ask(
+                    msg,
+                    timeout=timeout,
+                    reply_type=reply_type,
+                    msg_id=attempt_id,
+                    headers=headers,
+                )
+
+            async def guarded() -> Any:
+                return await (breaker.call(once) if breaker is not None else once())
+
+            return await (_retry_loop(guarded, retry) if retry is not None else guarded())
+        if reply_type is None and self._spec is not None and isinstance(msg, Message):
+            handler = self._spec.handlers.get(type(msg))
+            target: Any = handler.reply_type if handler is not None else Any
+        else:
+            target = reply_type if reply_type is not None else Any
+        # An ask attempt is never resent under its id (a retry is a new message), so
+        # it carries a Nats-Msg-Id only when the caller chose one.
+        hdrs = self._headers(msg_id, headers, dedupe=False)
+        hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
+        with self._producer_span(hdrs, "ask"):
+            return await self._ask(msg, hdrs, timeout, target)
+
+    async def _ask(
+        self, msg: Message | bytes, hdrs: dict[str, str], timeout: float, target: Any
+    ) -> Any:
+        try:
+            reply = await self.mesh.request(
+                self.subject,
+                self._encode(msg),
+                headers=hdrs,
+                timeout=timeout,
+                reply_header=Hdr.REPLY_TO,
+                max_size=self._limit,
+            )
+        except TimeoutError:
+            raise AskTimeout(self.actor_type, self.key, timeout) from None
+        return decode_reply(reply, target)

@@ -1,0 +1,303 @@
+"""`Worker`, the facade: its identity, counters and lifecycle (start, drain, stop,
+signals). Each stage of a message's flow is a collaborator of its own:
+
+    PullConsumer → Dispatcher (lanes) → Handling (decode, interceptors, handler)
+    → Settler (ack / nak / in-progress) or Failures (supervision, dead letters);
+    Replies answer asks; StatusReporter sends heartbeats and events and answers
+    control requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._actor import Actor, ActorSpec, spec_of
+from .._config import WorkerConfig
+from .._consumer import PullConsumer
+from .._errors import ConfigError
+from .._interceptor import WorkerInterceptor
+from .._mailbox import ensure_mailbox, ensure_system_streams
+from .._wire import HealthReport, Heartbeat, WorkerStats
+from ._dispatch import Dispatcher
+from ._failures import Failures
+from ._handling import Handling
+from ._replies import Replies
+from ._settle import Settler
+from ._status import StatusReporter
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from .._mesh import Mesh
+
+__all__ = ["Worker", "WorkerStatus"]
+
+log = logging.getLogger("actormesh.worker")
+
+#: starting → running → draining → stopped; `escalated` replaces draining and
+#: stopped when the restart intensity was exceeded.
+WorkerStatus = Literal["starting", "running", "draining", "escalated", "stopped"]
+
+
+class Worker:
+    """Serve one actor type. `await worker.run()` returns the process exit code.
+
+    `interceptors` wrap this worker's message handling (see
+    `actormesh.WorkerInterceptor`); those in `mesh.interceptors` come first.
+    """
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        actor: type[Actor],
+        config: WorkerConfig | None = None,
+        *,
+        interceptors: Iterable[WorkerInterceptor] = (),
+    ) -> None:
+        self.mesh = mesh
+        self.spec: ActorSpec = spec_of(actor)
+        self.config = config or WorkerConfig()
+        self.actor_type = self.spec.actor_type
+        host = socket.gethostname().split(".")[0].replace("-", "_")[:20] or "host"
+        self.id = self.config.worker_id or (
+            f"{self.actor_type}-{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        )
+        self.host = socket.gethostname()
+        self.status: WorkerStatus = "starting"
+        self.exit_code = 0
+        self.started_at = time.time()
+        #: The partition this worker serves, for a partitioned mailbox.
+        self.partition: int | None = self._partition_of(self.config.partition)
+        subjects = mesh.subjects
+        if self.partition is not None:
+            base = subjects.partition_base(self.actor_type, self.partition)
+        else:
+            base = subjects.mailbox_base(self.actor_type)
+        self.in_flight = 0
+        self.handled = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.redelivered = 0
+        self.expired = 0
+        self.restarts = 0
+        self.hb_seq = 0
+        self.loop_lag = 0.0
+        #: The port serving /metrics and /healthz, for heartbeats (set once bound).
+        self.metrics_port = self.config.metrics_port or 0
+        self._interceptors: tuple[WorkerInterceptor, ...] = tuple(interceptors)
+        self._consumer: PullConsumer | None = None
+        self._control_sub: Any = None
+        self._done = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+        self._settler = Settler(
+            ack_sync=self.config.ack_sync,
+            ack_timeout=mesh.publish_timeout,
+            ack_wait=self.spec.mailbox.ack_wait,
+        )
+        self._replies = Replies(mesh)
+        self._reporter = StatusReporter(self)
+        self._failures = Failures(self)
+        self._handling = Handling(self, base=base)
+        self._dispatcher = Dispatcher(
+            base=base,
+            keyless=self.spec.keyless,
+            concurrency=self.config.concurrency,
+            settler=self._settler,
+            process=self._handling.process,
+            accepting=lambda: self.status == "running",
+        )
+        self._compose()
+
+    def _partition_of(self, p: int | None) -> int | None:
+        partitions = self.spec.mailbox.partitions
+        if partitions <= 1:
+            return None
+        if p is None or not 0 <= p < partitions:
+            raise ConfigError(
+                f"the mailbox of {self.actor_type!r} has {partitions} partitions: run one "
+                f"worker per partition with --partition 0..{partitions - 1} (the "
+                "supervisor does this for a child's replicas)"
+                + (f"; got {p}" if p is not None else "")
+            )
+        return p
+
+    # -- interceptors -----------------------------------------------------------------
+
+    @property
+    def interceptors(self) -> tuple[WorkerInterceptor, ...]:
+        """This worker's own interceptors (the mesh's come before them)."""
+        return self._interceptors
+
+    def add_interceptor(self, interceptor: WorkerInterceptor) -> None:
+        """Add an innermost interceptor; takes effect at once, even while running."""
+        self._interceptors = (*self._interceptors, interceptor)
+        self._compose()
+
+    def remove_interceptor(self, interceptor: WorkerInterceptor) -> None:
+        """Remove `interceptor` if present."""
+        self._interceptors = tuple(i for i in self._interceptors if i is not interceptor)
+        self._compose()
+
+    def _compose(self) -> None:
+        # Composed again at start: the mesh's interceptors may change until then.
+        self._handling.compose((*self.mesh.interceptors, *self._interceptors))
+
+    # -- state the tests and the metrics read -------------------------------------------
+
+    @property
+    def _instances(self) -> dict[str, Actor]:
+        return self._handling.instances
+
+    @property
+    def _held(self) -> dict[int, tuple[Msg, float]]:
+        return self._settler.held
+
+    def heartbeat(self, status: str | None = None) -> Heartbeat:
+        return self._reporter.heartbeat(status)
+
+    def stats(self) -> WorkerStats:
+        return self._reporter.stats()
+
+    def health(self) -> HealthReport:
+        """Healthy, degraded or unhealthy, per component; the worst one wins."""
+        return self._reporter.health()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        mesh = self.mesh
+        js, subjects = mesh.js, mesh.subjects
+        await ensure_system_streams(js, subjects)
+        await self._ensure_mailbox()
+        self._compose()
+        self._consumer = self._settler.consumer = PullConsumer(
+            mesh.nc,
+            stream=subjects.mailbox_stream(self.actor_type),
+            durable=subjects.consumer(self.actor_type, self.partition),
+            on_msg=self._dispatcher.dispatch,
+            capacity=self.config.prefetch,
+            expires=self.config.pull_expires,
+            idle_heartbeat=self.config.pull_idle_heartbeat,
+            on_stall=self._recover_consumer,
+        )
+        mesh.on_reconnect(self._on_reconnect)
+        self._control_sub = await mesh.nc.subscribe(
+            subjects.control(self.id), cb=self._reporter.on_control
+        )
+        self.status = "running"
+        await self._consumer.start()
+        self._dispatcher.spawn(self._reporter.heartbeat_loop(), "heartbeat")
+        self._dispatcher.spawn(self._settler.progress_loop(), "in-progress")
+        await self._reporter.event("started")
+        log.info(
+            "worker %s serving %s (concurrency %d)",
+            self.id,
+            self.actor_type,
+            self.config.concurrency,
+        )
+
+    async def _ensure_mailbox(self) -> None:
+        await ensure_mailbox(
+            self.mesh.js,
+            self.mesh.subjects,
+            self.actor_type,
+            self.spec.mailbox,
+            update=self.config.update_mailbox,
+            partition=self.partition,
+        )
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Start, serve until drained or stopped, and return the exit code."""
+        if install_signals:
+            self._install_signals()
+        await self.start()
+        await self._done.wait()
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.status == "draining":
+            log.warning(
+                "second %s: stopping now; unfinished messages are handed back",
+                signal.Signals(sig).name,
+            )
+            self.request_drain(grace=0.0)
+            return
+        log.info("%s: draining (grace %.0fs)", signal.Signals(sig).name, self.config.drain_grace)
+        self.request_drain()
+
+    def request_drain(self, grace: float | None = None) -> None:
+        """Stop taking messages, finish in-flight work within `grace`, then stop."""
+        grace = self.config.drain_grace if grace is None else grace
+        if self._drain_task is not None and not self._drain_task.done():
+            if grace == 0.0:
+                self._dispatcher.cancel_work()
+            return
+        if self.status == "stopped":
+            return
+        self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace))
+
+    async def drain(self, grace: float | None = None) -> None:
+        grace = self.config.drain_grace if grace is None else grace
+        if self.status != "escalated":
+            self.status = "draining"
+        if self._consumer is not None:
+            self._consumer.pause()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._settler.idle.wait()
+        if self._settler.held:
+            log.warning(
+                "drain grace over with %d messages unfinished: handing them back",
+                len(self._settler.held),
+            )
+            self._dispatcher.cancel_work()
+            await asyncio.sleep(0)
+        await self._settler.hand_back_all()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self.status == "stopped":
+            return
+        final: WorkerStatus = "escalated" if self.status == "escalated" else "stopped"
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._handling.stop_all()
+        await self._reporter.event(final)
+        await self._reporter.publish_heartbeat(final)
+        await self._dispatcher.cancel_all()
+        if self._control_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._control_sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.mesh.flush(2.0)
+        self.status = final
+        self._done.set()
+
+    async def _on_reconnect(self) -> None:
+        if self._consumer is not None:
+            log.info("reconnected to NATS: renewing pulls")
+            self._consumer.reset()
+
+    async def _recover_consumer(self) -> None:
+        """Our pulls went unanswered: make sure the stream and consumer still exist."""
+        try:
+            await self._ensure_mailbox()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not re-check the mailbox yet: %r", exc)

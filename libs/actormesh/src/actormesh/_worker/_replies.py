@@ -1,0 +1,65 @@
+"""Replies to asks: the handler's value, or its error (see `actormesh._errwire`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._errors import ActorMeshError
+from .._errwire import encode_error_reply
+
+if TYPE_CHECKING:
+    from .._mesh import Mesh
+
+__all__ = ["Replies"]
+
+log = logging.getLogger("actormesh.worker")
+
+_encoder = msgspec.json.Encoder()
+
+
+class Replies:
+    """Sends replies on the worker's connection, traced by the mesh's tracer."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+
+    async def value(self, reply_to: str, value: Any) -> None:
+        try:
+            data = _encoder.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            await self.error(
+                reply_to, ActorMeshError(f"the handler's reply cannot be encoded: {exc}")
+            )
+            return
+        await self._send(reply_to, data, None, None)
+
+    async def error(self, reply_to: str, exc: BaseException, *, status: str = "500") -> None:
+        data, headers = encode_error_reply(exc, status=status)
+        await self._send(reply_to, data, headers, exc)
+
+    async def _send(
+        self,
+        reply_to: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        error: BaseException | None,
+    ) -> None:
+        mesh = self._mesh
+        tracer = mesh.tracer
+        try:
+            if tracer is None:
+                await mesh.nc.publish(reply_to, data, headers=headers)
+                return
+            headers = headers or {}
+            with tracer.producer(destination=reply_to, headers=headers, operation="reply") as span:
+                if error is not None:
+                    span.error(error)
+                await mesh.nc.publish(reply_to, data, headers=headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("reply to %s not sent: %r", reply_to, exc)

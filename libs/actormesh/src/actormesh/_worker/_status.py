@@ -1,0 +1,224 @@
+"""What the worker tells others: heartbeats, events, stats, health, and control requests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+from nats.aio.msg import Msg
+
+from .._version import VERSION
+from .._wire import (
+    ComponentHealth,
+    ControlReply,
+    ControlRequest,
+    Event,
+    HealthReport,
+    Heartbeat,
+    WorkerStats,
+)
+
+if TYPE_CHECKING:
+    from ._facade import Worker
+
+__all__ = ["StatusReporter"]
+
+log = logging.getLogger("actormesh.worker")
+
+_encoder = msgspec.json.Encoder()
+_control = msgspec.json.Decoder(ControlRequest)
+
+Health = Literal["healthy", "degraded", "unhealthy"]
+_ORDER: dict[str, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+class StatusReporter:
+    """Publishes the worker's heartbeats and events; answers its control subject."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._w = worker
+
+    # -- heartbeats ---------------------------------------------------------------------
+
+    def heartbeat(self, status: str | None = None) -> Heartbeat:
+        w = self._w
+        return Heartbeat(
+            worker=w.id,
+            actor_type=w.actor_type,
+            pid=os.getpid(),
+            host=w.host,
+            started_at=w.started_at,
+            seq=w.hb_seq,
+            in_flight=w.in_flight,
+            handled=w.handled,
+            failed=w.failed,
+            dead_lettered=w.dead_lettered,
+            restarts=w.restarts,
+            version=VERSION,
+            status=status or w.status,
+            loop_lag=w.loop_lag,
+            concurrency=w.config.concurrency,
+            supervisor_child=w.config.supervisor_child,
+            metrics_port=w.metrics_port,
+            partition=-1 if w.partition is None else w.partition,
+            sent_at=time.time(),
+        )
+
+    async def publish_heartbeat(self, status: str | None = None) -> None:
+        w = self._w
+        w.hb_seq += 1
+        try:
+            await w.mesh.nc.publish(
+                w.mesh.subjects.heartbeat(w.actor_type, w.id),
+                _encoder.encode(self.heartbeat(status)),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("heartbeat not sent: %r", exc)
+
+    async def heartbeat_loop(self) -> None:
+        w = self._w
+        interval = w.config.heartbeat_interval
+        loop = asyncio.get_running_loop()
+        expected = loop.time()
+        while True:
+            # A busy handler awaits and yields; only a blocked loop delays this tick,
+            # and the lag it measures tells the supervisor so.
+            w.loop_lag = max(0.0, loop.time() - expected)
+            await self.publish_heartbeat()
+            expected = loop.time() + interval
+            await asyncio.sleep(interval)
+
+    # -- events -------------------------------------------------------------------------
+
+    async def event(
+        self, kind: str, *, reason: str = "", detail: dict[str, str] | None = None
+    ) -> None:
+        w = self._w
+        evt = Event(
+            kind=kind,
+            at=time.time(),
+            source=w.id,
+            actor_type=w.actor_type,
+            worker=w.id,
+            child=w.config.supervisor_child,
+            reason=reason,
+            detail=detail or {},
+        )
+        try:
+            await w.mesh.publish(w.mesh.subjects.event(kind), _encoder.encode(evt), timeout=2.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("event %s not recorded: %r", kind, exc)
+
+    # -- stats and health ---------------------------------------------------------------
+
+    def stats(self) -> WorkerStats:
+        w = self._w
+        return WorkerStats(
+            worker=w.id,
+            actor_type=w.actor_type,
+            status=w.status,
+            in_flight=w.in_flight,
+            buffered=len(w._settler.held),
+            handled=w.handled,
+            failed=w.failed,
+            dead_lettered=w.dead_lettered,
+            redelivered=w.redelivered,
+            expired=w.expired,
+            restarts=w.restarts,
+            instances=len(w._handling.instances),
+            uptime=time.time() - w.started_at,
+        )
+
+    def health(self) -> HealthReport:
+        """Healthy, degraded or unhealthy, per component; the worst one wins."""
+        w = self._w
+        connected = w.mesh.connected
+        comps = [
+            ComponentHealth(
+                name="broker",
+                status="healthy" if connected else "unhealthy",
+                detail={"connected": str(connected).lower()},
+            ),
+            self._consumer_health(),
+            _loop_health(w.loop_lag),
+        ]
+        worst = max(comps, key=lambda c: _ORDER[c.status]).status
+        return HealthReport(
+            status=worst,
+            worker=w.id,
+            actor_type=w.actor_type,
+            at=time.time(),
+            components=comps,
+            counters={
+                "handled": w.handled,
+                "failed": w.failed,
+                "dead_lettered": w.dead_lettered,
+                "redelivered": w.redelivered,
+                "in_flight": w.in_flight,
+                "restarts": w.restarts,
+            },
+        )
+
+    def _consumer_health(self) -> ComponentHealth:
+        w = self._w
+        consumer = w._consumer
+        silent = time.monotonic() - consumer.last_activity if consumer else 0.0
+        status: Health = "healthy"
+        if (
+            consumer is None
+            or w.status != "running"
+            or (consumer.requested > 0 and silent > 3 * w.config.pull_idle_heartbeat)
+        ):
+            status = "degraded"
+        return ComponentHealth(
+            name="consumer",
+            status=status,
+            detail={
+                "status": w.status,
+                "silent_s": f"{silent:.1f}",
+                "pull_resets": str(consumer.resets if consumer else 0),
+            },
+        )
+
+    # -- control ------------------------------------------------------------------------
+
+    async def on_control(self, msg: Msg) -> None:
+        try:
+            req = _control.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reply = ControlReply(ok=False, op="?", error=f"bad control request: {exc}")
+        else:
+            reply = self._control(req)
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(_encoder.encode(reply))
+
+    def _control(self, req: ControlRequest) -> ControlReply:
+        w = self._w
+        if req.op == "stats":
+            return ControlReply(ok=True, op=req.op, stats=self.stats())
+        if req.op == "health":
+            return ControlReply(ok=True, op=req.op, health=self.health())
+        if req.op == "drain":
+            w.request_drain(req.grace)
+            return ControlReply(ok=True, op=req.op)
+        if req.op == "stop":
+            w.request_drain(0.0)
+            return ControlReply(ok=True, op=req.op)
+        return ControlReply(
+            ok=False, op=req.op, error="unknown op: use drain, stop, stats or health"
+        )
+
+
+def _loop_health(lag: float) -> ComponentHealth:
+    status: Health = "healthy" if lag < 0.5 else ("degraded" if lag < 5 else "unhealthy")
+    return ComponentHealth(name="event_loop", status=status, detail={"lag_s": f"{lag:.3f}"})
