@@ -104,3 +104,17 @@ async def test_dlq_replay_of_a_missing_sequence_is_one_line(
     assert out.stdout.startswith(f"replayed #{seq} -> ")
     out = await cli(subprocess_env, "dlq", "replay", "counter", "--seq", seq)
     assert out.returncode == 1 and f"no dead letter #{seq}" in out.stderr
+
+
+async def test_dlq_list_shows_a_huge_poison_payload_as_one_short_line(
+    mesh: Mesh, subprocess_env: dict[str, str]
+) -> None:
+    huge = b'{"type":"Bogus","pad":"' + b"x" * 100_000 + b'"}'
+    async with running_worker(mesh, Counter) as worker:
+        await mesh.ref("counter", "h").tell(huge)
+        await eventually(lambda: worker.dead_lettered == 1)
+    out = await cli(subprocess_env, "dlq", "list", "counter")
+    assert out.returncode == 0, out.stderr
+    [line] = out.stdout.splitlines()
+    assert "BadMessage [bad_message]" in line
+    assert line.endswith('{"type":"Bogus","pad":"' + "x" * (200 - 23) + "...")

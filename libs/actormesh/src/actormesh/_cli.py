@@ -202,6 +202,10 @@ async def _send(args: argparse.Namespace, url: str, prefix: str) -> int:
         await mesh.close()
 
 
+#: Characters of a dead letter's payload `dlq list` shows (`dlq replay` sends it whole).
+PREVIEW = 200
+
+
 async def _dlq(args: argparse.Namespace, url: str, prefix: str) -> int:
     from ._dlq import DeadLetterNotFound, DeadLetters
 
@@ -210,9 +214,11 @@ async def _dlq(args: argparse.Namespace, url: str, prefix: str) -> int:
         dlq = DeadLetters(mesh)
         if args.action == "list":
             for dl in await dlq.list(args.actor_type, limit=args.limit):
+                # One line per dead letter: a poison payload can be megabytes.
+                preview = dl.payload if len(dl.payload) <= PREVIEW else dl.payload[:PREVIEW] + "..."
                 print(
                     f"#{dl.seq} {dl.original_subject} {dl.error_type} [{dl.error_code}] "
-                    f"after {dl.deliveries} deliveries: {dl.error_message} :: {dl.payload}"
+                    f"after {dl.deliveries} deliveries: {dl.error_message} :: {preview}"
                 )
             return 0
         if args.action == "replay":

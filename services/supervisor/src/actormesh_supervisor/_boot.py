@@ -88,7 +88,12 @@ class Boot:
 
     def _adopt(self, slot: Slot, found: Found) -> None:
         slot.generation += 1
-        slot.state = "running"
+        view = self.state.views.get(slot.worker_id)
+        # A worker the backend found running but that has not heartbeated yet may be
+        # starting (a container just launched): it gets start_timeout, not the few
+        # missed heartbeats of a running worker; its first heartbeat makes it running.
+        heard = view is not None and view.age(time.monotonic()) <= self.state.dead_after
+        slot.state = "running" if heard else "starting"
         slot.adopted = True
         slot.pid = found.pid
         slot.launched_at = time.monotonic()
