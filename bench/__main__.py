@@ -1,10 +1,11 @@
 """Run every benchmark module there is, each in its own process, and combine them.
 
 ``python -m bench [--quick] [--only tell,ask,rss,patterns,...] [--json PATH]``
-(``make bench`` runs this). Modules: ``bench/bench_mesh.py`` (issue 2) and,
-when present, ``bench_patterns.py``, ``bench_supervisor.py`` and
-``bench_tracing.py``. Each exposes ``main(argv) -> dict`` (a coroutine is
-awaited); one failing does not stop the rest. The combined report goes to
+(``make bench`` runs this). Modules: ``bench/bench_mesh.py`` (issues 2 and 14)
+and, when present, ``bench_patterns.py``, ``bench_supervisor.py``,
+``bench_tracing.py``, ``bench_sender.py`` and ``bench_keys.py`` (issue 14).
+Each exposes ``main(argv) -> dict`` (a coroutine is awaited); one failing
+does not stop the rest. The combined report goes to
 stdout and to ``bench/results/latest.{json,md}``; progress goes to stderr.
 """
 
@@ -33,6 +34,8 @@ MODULES = {
     "bench_patterns": "patterns",
     "bench_supervisor": "supervisor",
     "bench_tracing": "tracing",
+    "bench_sender": "sender",
+    "bench_keys": "keys",
 }
 MESH_SECTIONS = ("tell", "ask", "rss")
 
@@ -100,7 +103,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="runs per throughput figure in bench_mesh (default 3)",
     )
     p.add_argument("--json", metavar="PATH", help="also write the combined JSON here")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per module")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per module")
     return p.parse_args(argv)
 
 

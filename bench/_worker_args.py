@@ -1,5 +1,6 @@
 """Command-line arguments shared by the baseline workers (raw nats-py, FastStream):
-the same stream and consumer settings the actormesh worker uses."""
+the same stream and consumer settings the actormesh worker uses. The defaults are
+actormesh's default mailbox bounds (`MailboxConfig()`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def worker_parser(prog: str, *, durable: str) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--step", type=int, default=1000)
     p.add_argument("--progress", default="bench.progress")
-    p.add_argument("--max-msgs", type=int, default=1_000_000)
-    p.add_argument("--max-bytes", type=int, default=1024 * 1024 * 1024)
+    p.add_argument("--max-msgs", type=int, default=10_000)
+    p.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024)
     p.add_argument("--max-msg-size", type=int, default=1024 * 1024)
     p.add_argument("--duplicate-window", type=float, default=120.0)
     p.add_argument("--ack-wait", type=float, default=30.0)

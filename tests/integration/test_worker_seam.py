@@ -178,3 +178,23 @@ async def test_an_interceptor_added_while_running_takes_effect(mesh: Mesh) -> No
         assert worker.interceptors == ()
         assert await mesh.ref(Traced, "b").ask(Work(n=3), timeout=5) == 6
     assert late.outcomes == [("handled", "Work")]
+
+
+# -- many keys --------------------------------------------------------------------------
+
+
+async def test_after_many_keys_only_their_instances_remain(mesh: Mesh) -> None:
+    async with running_worker(mesh, Counter) as worker:
+        keys = [f"k{i}" for i in range(1000)]
+        for start in range(0, len(keys), 100):
+            await asyncio.gather(
+                *(mesh.ref(Counter, k).tell(Inc()) for k in keys[start : start + 100])
+            )
+        await eventually(lambda: worker.handled == 1000 and not worker._held)
+        assert await mesh.ref(Counter, "k7").ask(Get(), timeout=5) == 1
+        await eventually(lambda: worker._dispatcher._runners == 0)
+        # Per key: the instance, and nothing else (no lane, no queued entry, no hold).
+        assert set(worker._instances) == set(keys)
+        assert worker._dispatcher._lanes == {}
+        assert not worker._dispatcher._ready
+        assert not worker._held

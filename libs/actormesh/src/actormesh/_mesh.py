@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from ._errors import (
     PayloadTooLarge,
 )
 from ._hooks import Tracer
+from ._inflight import InFlight
 from ._nats import Client
 from ._ref import ActorRef
 from ._subjects import Subjects
@@ -71,13 +73,18 @@ class _PubAck(msgspec.Struct):
 
 
 _puback = msgspec.json.Decoder(_PubAck)
+#: A PubAck with no error decodes straight to its Receipt.
+_receipt_decoder = msgspec.json.Decoder(Receipt)
 
 
 def header_size(headers: dict[str, str] | None) -> int:
     """Bytes the NATS protocol spends on these headers (the server counts them)."""
     if not headers:
         return 0
-    return 12 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    size = 12  # a plain loop: for the usual two or three headers, the quickest
+    for name, value in headers.items():
+        size += len(name) + len(value) + 4
+    return size
 
 
 class Mesh:
@@ -99,13 +106,16 @@ class Mesh:
         self.name = name
         self.full_policy = full_policy or FullPolicy()
         self.publish_timeout = publish_timeout
-        self._window = asyncio.Semaphore(max_pending_publishes)
+        #: Publishes awaiting their PubAck: at most `max_pending_publishes` at once.
+        self._acks: InFlight[Msg] = InFlight(max_pending_publishes)
         self._inbox = ""
+        self._inbox_dot = ""
         self._ids = itertools.count(1)
         # Cheaper than a NUID per message, and as unique: random per connection.
         self._msg_id_prefix = f"{uuid.uuid4().hex[:16]}-"
         self._msg_ids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[Msg]] = {}
+        #: Replies to requests (asks), each until its deadline.
+        self._replies: InFlight[Msg] = InFlight(sys.maxsize)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._owns_connection = False
@@ -189,6 +199,7 @@ class Mesh:
         if self._inbox:
             return
         self._inbox = self.nc.new_inbox()
+        self._inbox_dot = self._inbox + "."
         await self.nc.subscribe(
             self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
@@ -196,10 +207,8 @@ class Mesh:
     async def close(self, timeout: float = 5.0) -> None:
         """Drain and close the connection (if `connect` made it), within `timeout`
         seconds: a broker that takes nothing more gets its connection dropped."""
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.cancel()
-        self._waiters.clear()
+        self._acks.close()
+        self._replies.close()
         if not self._owns_connection or self.nc.is_closed:
             return
         # In a task of its own, waited on with a deadline: nats-py's drain swallows a
@@ -268,16 +277,10 @@ class Mesh:
 
     # -- publishing -------------------------------------------------------------------
 
-    def _new_token(self) -> tuple[str, asyncio.Future[Msg]]:
-        token = f"{next(self._ids):x}"
-        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        self._waiters[token] = fut
-        return token, fut
-
     async def _on_inbox(self, msg: Msg) -> None:
-        fut = self._waiters.pop(msg.subject[len(self._inbox) + 1 :], None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        token = msg.subject[len(self._inbox_dot) :]
+        if not self._acks.resolve(token, msg):
+            self._replies.resolve(token, msg)
 
     def check_size(
         self, payload: bytes, headers: dict[str, str] | None, *, limit: int | None = None
@@ -291,77 +294,75 @@ class Mesh:
             raise PayloadTooLarge(size, limit, what="mailbox max_msg_size")
 
     async def _send(
-        self, subject: str, payload: bytes, headers: dict[str, str] | None
-    ) -> asyncio.Future[Msg]:
-        """Publish to JetStream without waiting; the future resolves to the PubAck."""
-        await self._window.acquire()
-        token, fut = self._new_token()
-        fut.add_done_callback(self._release_window)
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float | None,
+        at: float | None = None,
+    ) -> tuple[str, asyncio.Future[Msg | None]]:
+        """Publish to JetStream without waiting: the PubAck's token and future, which
+        resolves to the PubAck, or to None if `timeout` (None: none) passes first
+        (with `at`, when the loop's clock reaches it; the wait for room ends there)."""
+        acks = self._acks
+        if acks.full():
+            if at is None:
+                await acks.wait_room()
+            else:
+                async with asyncio.timeout_at(at):
+                    await acks.wait_room()
+        token = f"{next(self._ids):x}"
+        fut = acks.add(token, timeout, at)
         try:
-            await self.nc.publish(subject, payload, reply=f"{self._inbox}.{token}", headers=headers)
+            await self.nc.publish(subject, payload, reply=self._inbox_dot + token, headers=headers)
         except nats.errors.MaxPayloadError as exc:
-            self._drop(token, fut)
+            acks.discard(token)
             raise PayloadTooLarge(len(payload), self.nc.max_payload) from exc
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
-            self._drop(token, fut)
+            acks.discard(token)
             raise BrokerUnavailable(f"cannot publish to {subject}: {exc!r}") from exc
         except BaseException:
-            self._drop(token, fut)
+            acks.discard(token)
             raise
-        return fut
-
-    def _release_window(self, _fut: asyncio.Future[Msg]) -> None:
-        self._window.release()
+        return token, fut
 
     def new_msg_id(self) -> str:
         """A unique message id: this connection's random prefix and a counter."""
         return f"{self._msg_id_prefix}{next(self._msg_ids)}"
 
-    def _drop(self, token: str, fut: asyncio.Future[Msg]) -> None:
-        self._waiters.pop(token, None)
-        if not fut.done():
-            fut.cancel()
-
     async def _receipt(
-        self, subject: str, fut: asyncio.Future[Msg], timeout: float | None
+        self, subject: str, token: str, fut: asyncio.Future[Msg | None], timeout: float | None
     ) -> Receipt:
-        if fut.done() and not fut.cancelled():
-            # Pipelined sends mostly find their PubAck already here: skip the timer.
-            return self._parse_puback(subject, fut.result())
-        limit = timeout if timeout is not None else self.publish_timeout
+        """The Receipt of a `_send` that was given `timeout` (named in the error)."""
         try:
-            async with asyncio.timeout(limit):
-                msg = await fut
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"no PubAck for {subject} within {limit:g}s: the broker is "
-                "unreachable or overloaded; retrying with the same msg_id is safe"
-            ) from None
+            msg = await fut
         finally:
-            if not fut.done():
-                fut.cancel()
-        return self._parse_puback(subject, msg)
+            self._acks.discard(token)  # cancelled while waiting: no longer in flight
+        return self._parse_puback(subject, msg, timeout)
 
-    def _parse_puback(self, subject: str, msg: Msg) -> Receipt:
-        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+    def _parse_puback(self, subject: str, msg: Msg | None, timeout: float | None = None) -> Receipt:
+        """The Receipt in a PubAck, or the typed error for its absence (None: not
+        within `timeout`) or for the refusal it carries."""
+        if msg is None:
+            raise BrokerUnavailable(
+                f"no PubAck for {subject} within {timeout:g}s: the broker is "
+                "unreachable or overloaded; retrying with the same msg_id is safe"
+            )
+        data = msg.data
+        if data and b'"error"' not in data:
+            try:
+                return _receipt_decoder.decode(data)
+            except msgspec.DecodeError:
+                pass  # reported below, with the whole PubAck looked at
+        if not data and msg.headers and msg.headers.get("Status") == "503":
             actor_type = subject.split(".")[2] if ".mbox." in subject else subject
             raise NoSuchActorType(actor_type, subject=subject)
         try:
-            ack = _puback.decode(msg.data)
+            ack = _puback.decode(data)
         except msgspec.DecodeError as exc:
-            raise ActorMeshError(f"unreadable PubAck for {subject}: {msg.data[:200]!r}") from exc
+            raise ActorMeshError(f"unreadable PubAck for {subject}: {data[:200]!r}") from exc
         if ack.error is not None:
-            err = ack.error
-            actor_type = subject.split(".")[2] if ".mbox." in subject else subject
-            if err.err_code == _ERR_STORE_FULL:
-                raise MailboxFull(actor_type, reason=err.description)
-            if err.err_code == _ERR_MSG_TOO_BIG:
-                raise PayloadTooLarge(len(msg.data), 0, what=f"stream limit ({err.description})")
-            raise ActorMeshError(
-                f"JetStream refused the message on {subject}: {err.description} "
-                f"(code {err.code}, err_code {err.err_code})",
-                retryable=err.code >= 500,
-            )
+            raise _refusal(subject, ack.error, len(data))
         return Receipt(ack.stream, ack.seq, ack.duplicate)
 
     async def publish(
@@ -402,20 +403,26 @@ class Mesh:
         otherwise it is a core NATS request with the inbox as reply subject. One
         deadline covers both the PubAck and the reply.
         """
-        token, fut = self._new_token()
-        inbox = f"{self._inbox}.{token}"
+        at = asyncio.get_running_loop().time() + timeout
+        token = f"{next(self._ids):x}"
+        fut = self._replies.add(token, timeout, at)
+        inbox = self._inbox_dot + token
         try:
-            async with asyncio.timeout(timeout):
-                if reply_header is None:
-                    await self.nc.publish(subject, payload, reply=inbox, headers=headers)
-                else:
-                    # The caller's dict: ours to extend (ActorRef builds a fresh one).
-                    hdrs = headers if headers is not None else {}
-                    hdrs[reply_header] = inbox
-                    await self._store(subject, payload, hdrs, max_size, full_policy)
-                return await fut
+            if reply_header is None:
+                await self.nc.publish(subject, payload, reply=inbox, headers=headers)
+            else:
+                # The caller's dict: ours to extend (ActorRef builds a fresh one).
+                hdrs = headers if headers is not None else {}
+                hdrs[reply_header] = inbox
+                await self._store(
+                    subject, payload, hdrs, max_size, full_policy, ack_timeout=timeout, at=at
+                )
+            msg = await fut
         finally:
-            self._drop(token, fut)
+            self._replies.discard(token)
+        if msg is None:
+            raise TimeoutError
+        return msg
 
     async def _store(
         self,
@@ -426,32 +433,61 @@ class Mesh:
         full_policy: FullPolicy | None,
         *,
         ack_timeout: float | None = None,
+        at: float | None = None,
     ) -> Receipt:
-        """Publish and parse the PubAck, waiting `ack_timeout` for it (None: under the
-        caller's own deadline, with no timer here), retrying a full mailbox per policy."""
+        """Publish and parse the PubAck, waiting `ack_timeout` for it, retrying a full
+        mailbox per policy. With `at` (the loop's clock), a request's deadline, set
+        with timeout `ack_timeout`: the wait for room in the window, for the PubAck
+        and between retries end there, with TimeoutError."""
         self.check_size(payload, headers, limit=max_size)
-        policy = full_policy or self.full_policy
         started = time.monotonic()
         retry = 0
         while True:
-            ack = await self._send(subject, payload, headers)
+            token, ack = await self._send(subject, payload, headers, ack_timeout, at)
             try:
-                if ack_timeout is not None:
-                    return await self._receipt(subject, ack, ack_timeout)
-                return self._parse_puback(subject, await ack)
+                msg = await ack
+            finally:
+                self._acks.discard(token)  # cancelled while waiting: no longer in flight
+            if msg is None and at is not None:
+                raise TimeoutError
+            try:
+                return self._parse_puback(subject, msg, ack_timeout)
             except MailboxFull as exc:
+                policy = full_policy or self.full_policy
                 waited = time.monotonic() - started
                 if waited >= policy.wait:
                     exc.waited = waited
                     raise
                 retry += 1
-                await asyncio.sleep(min(policy.backoff.delay(retry), policy.wait - waited))
-            finally:
-                if not ack.done():
-                    ack.cancel()
+                await _pause(min(policy.backoff.delay(retry), policy.wait - waited), at)
 
     async def flush(self, timeout: float = 5.0) -> None:
         await self.nc.flush(max(1, round(timeout)))
+
+
+async def _pause(delay: float, at: float | None) -> None:
+    """Sleep `delay` seconds; with a deadline `at` that comes first, until it, then
+    raise TimeoutError."""
+    if at is not None:
+        left = at - asyncio.get_running_loop().time()
+        if left <= delay:
+            await asyncio.sleep(max(left, 0.0))
+            raise TimeoutError
+    await asyncio.sleep(delay)
+
+
+def _refusal(subject: str, err: _ApiError, size: int) -> ActorMeshError:
+    """The typed error for a PubAck that carries a JetStream API error."""
+    actor_type = subject.split(".")[2] if ".mbox." in subject else subject
+    if err.err_code == _ERR_STORE_FULL:
+        return MailboxFull(actor_type, reason=err.description)
+    if err.err_code == _ERR_MSG_TOO_BIG:
+        return PayloadTooLarge(size, 0, what=f"stream limit ({err.description})")
+    return ActorMeshError(
+        f"JetStream refused the message on {subject}: {err.description} "
+        f"(code {err.code}, err_code {err.err_code})",
+        retryable=err.code >= 500,
+    )
 
 
 def _abort(nc: NATS) -> None:

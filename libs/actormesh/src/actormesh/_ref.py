@@ -99,14 +99,25 @@ class ActorRef(Generic[A]):
         `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
         """
         hdrs = self._headers(msg_id, headers)
-        with self._producer_span(hdrs, "tell"):
-            return await self.mesh.publish(
-                self.subject,
-                self._encode(msg),
-                headers=hdrs,
-                max_size=self._limit,
-                full_policy=full_policy,
-            )
+        tracer = self.mesh.tracer
+        if tracer is None:  # not even a no-op span per message
+            return await self._store(msg, hdrs, full_policy)
+        with tracer.producer(destination=self.subject, headers=hdrs, operation="tell"):
+            return await self._store(msg, hdrs, full_policy)
+
+    def _store(
+        self, msg: Message | bytes, hdrs: dict[str, str], full_policy: FullPolicy | None
+    ) -> Awaitable[Receipt]:
+        # A plain function handing back the Mesh's coroutine: no frame of its own.
+        mesh = self.mesh
+        return mesh._store(
+            self.subject,
+            self._encode(msg),
+            hdrs,
+            self._limit,
+            full_policy,
+            ack_timeout=mesh.publish_timeout,
+        )
 
     async def tell_many(
         self,
@@ -117,13 +128,18 @@ class ActorRef(Generic[A]):
     ) -> list[Receipt]:
         """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
         receipts: list[Receipt] = []
-        pending: deque[tuple[bytes, dict[str, str], asyncio.Future[Msg]]] = deque()
+        pending: deque[tuple[bytes, dict[str, str], str, asyncio.Future[Msg | None]]] = deque()
         mesh = self.mesh
+        subject, limit, timeout = self.subject, self._limit, mesh.publish_timeout
 
         async def settle_one() -> None:
-            payload, headers, fut = pending.popleft()
+            payload, headers, token, fut = pending.popleft()
             try:
-                receipts.append(await mesh._receipt(self.subject, fut, None))
+                if fut.done() and not fut.cancelled():
+                    # Pipelined sends mostly find their PubAck already here.
+                    receipts.append(mesh._parse_puback(subject, fut.result(), timeout))
+                else:
+                    receipts.append(await mesh._receipt(subject, token, fut, timeout))
             except MailboxFull:
                 # Retries one by one, as `tell` would, with the same msg id.
                 receipts.append(
@@ -137,16 +153,17 @@ class ActorRef(Generic[A]):
                 payload = self._encode(msg)
                 headers = self._headers(None, None)
                 if mesh.tracer is not None:
-                    mesh.tracer.sent(destination=self.subject, headers=headers, operation="tell")
-                mesh.check_size(payload, headers, limit=self._limit)
-                pending.append((payload, headers, await mesh._send(self.subject, payload, headers)))
+                    mesh.tracer.sent(destination=subject, headers=headers, operation="tell")
+                mesh.check_size(payload, headers, limit=limit)
+                token, fut = await mesh._send(subject, payload, headers, timeout)
+                pending.append((payload, headers, token, fut))
                 if len(pending) >= window:
                     await settle_one()
             while pending:
                 await settle_one()
         finally:
-            for _, _, fut in pending:
-                fut.cancel()
+            for _, _, token, _ in pending:
+                mesh._acks.discard(token)
         return receipts
 
     @overload

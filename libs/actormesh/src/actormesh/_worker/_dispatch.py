@@ -1,9 +1,21 @@
 """From the pull to a handler: per-key lanes (one message at a time per key),
-keyless messages run side by side, all under the worker's concurrency bound."""
+keyless messages run side by side, all under the worker's concurrency bound.
+
+Messages are run by a small pool of runner tasks, not by a task per message
+(creating, scheduling and finishing a task cost about as much as handling a
+message). A runner takes the next ready message and, for a keyed actor, stays
+on that key until its lane is empty, so a key's messages run in order. Runners
+are started one per loop turn while ready work is waiting, up to
+`concurrency`: a burst of messages whose handlers never block is handled by one
+runner, while handlers that block get the full concurrency within a few loop
+turns. A runner whose queue is empty ends, and so does an idle key's lane: no
+per-key state outlives its messages.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -14,6 +26,8 @@ from .._subjects import KEYLESS
 from ._settle import Settler
 
 __all__ = ["Dispatcher", "key_of"]
+
+log = logging.getLogger("actormesh.worker")
 
 
 def key_of(base: str, msg: Msg) -> str:
@@ -36,12 +50,19 @@ class Dispatcher:
         accepting: Callable[[], bool],
     ) -> None:
         self._base = base
+        self._cut = len(base)
         self._keyless = keyless
         self._settler = settler
         self._process = process
         self._accepting = accepting
-        self._sem = asyncio.Semaphore(concurrency)
+        self._limit = concurrency
+        #: Messages ready to run: a keyless message, or the first of a key's lane.
+        self._ready: deque[tuple[str, Msg]] = deque()
+        #: Keys with a message ready or running, to the messages queued behind it.
         self._lanes: dict[str, deque[Msg]] = {}
+        self._runners = 0
+        #: The runner started last, until it runs: one at a time is enough.
+        self._starting: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -57,34 +78,65 @@ class Dispatcher:
             # Draining: this arrived on a pull asked for earlier; give it straight back.
             self.spawn(self._settler.nak(msg, 0.0), "handback")
             return
-        key = key_of(self._base, msg)
-        if self._keyless:
-            self.spawn(self._run_one(key, msg), "msg")
-            return
-        lane = self._lanes.get(key)
-        if lane is None:
-            self._lanes[key] = deque((msg,))
-            self.spawn(self._run_lane(key), "msg-lane")
-        else:
-            lane.append(msg)
+        subject = msg.subject
+        key = subject[self._cut :] if subject.startswith(self._base) else KEYLESS
+        if not self._keyless:
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append(msg)  # behind the key's running message
+                return
+            self._lanes[key] = deque()
+        self._ready.append((key, msg))
+        if self._starting is None and self._runners < self._limit:
+            self._start_runner()
 
     def key_of(self, msg: Msg) -> str:
         return key_of(self._base, msg)
 
-    async def _run_one(self, key: str, msg: Msg) -> None:
-        async with self._sem:
-            await self._process(key, msg)
+    def _start_runner(self) -> None:
+        self._runners += 1
+        task = self._starting = self.spawn(self._run(), "msg-runner")
+        task.add_done_callback(self._runner_done)
 
-    async def _run_lane(self, key: str) -> None:
-        lane = self._lanes[key]
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        if self._starting is task:
+            # Cancelled before its first step: `_run` never ran to count it out.
+            self._starting = None
+            self._runners -= 1
+
+    async def _run(self) -> None:
+        ready, lanes, process = self._ready, self._lanes, self._process
+        keyed = not self._keyless
+        self._starting = None
+        key = ""
         try:
-            while lane:
-                async with self._sem:
-                    await self._process(key, lane[0])
-                lane.popleft()
+            while ready:
+                key, msg = ready.popleft()
+                if ready and self._starting is None and self._runners < self._limit:
+                    # More is waiting: have another runner ready in case this one blocks.
+                    self._start_runner()
+                while True:
+                    try:
+                        await process(key, msg)
+                    except Exception:
+                        # `process` settles every message itself; reaching here is a bug.
+                        # The message stays held (a drain hands it back); carry on.
+                        log.exception("handling a message to key %r failed", key)
+                    if not keyed:
+                        break
+                    lane = lanes[key]
+                    if not lane:
+                        del lanes[key]  # the key is idle: nothing of it is kept
+                        break
+                    msg = lane.popleft()
+        except BaseException:
+            # Cancelled (a drain past its grace): the messages still held are handed
+            # back by the drain; forget this key's lane.
+            if keyed:
+                lanes.pop(key, None)
+            raise
         finally:
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
+            self._runners -= 1
 
     def cancel_work(self) -> None:
         """Cancel the running handlers (their messages are handed back by the drain)."""

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from .. import _nats
 from .._actor import Actor, ActorSpec, spec_of
 from .._config import WorkerConfig
 from .._consumer import PullConsumer
@@ -158,7 +159,7 @@ class Worker:
         return self._handling.instances
 
     @property
-    def _held(self) -> dict[int, tuple[Msg, float]]:
+    def _held(self) -> dict[int, tuple[Msg, int]]:
         return self._settler.held
 
     def heartbeat(self, status: str | None = None) -> Heartbeat:
@@ -179,6 +180,9 @@ class Worker:
         await ensure_system_streams(js, subjects)
         await self._ensure_mailbox()
         self._compose()
+        if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
+            # nats-py's internals are as `_nats` expects: acks are written directly.
+            self._settler.nc = mesh.nc
         self._consumer = self._settler.consumer = PullConsumer(
             mesh.nc,
             stream=subjects.mailbox_stream(self.actor_type),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from .._actor import Actor, Context
+from .._actor import Actor, Context, Handler
 from .._interceptor import (
     CallHandler,
     HandleMessage,
@@ -29,6 +29,7 @@ from .._interceptor import (
 )
 from .._wire import Hdr
 from ._dispatch import key_of
+from ._settle import deliveries_of
 
 if TYPE_CHECKING:
     from ._facade import Worker
@@ -54,12 +55,19 @@ class Handling:
         self._failing: set[int] = set()
         self._step: HandleMessage = self._handle
         self._calls: dict[type[Any], CallHandler] = {}
+        self._direct: frozenset[type[Any]] = frozenset()
         self.compose(())
 
     def compose(self, interceptors: tuple[WorkerInterceptor, ...]) -> None:
         """Build the chains: worker-wide interceptors outside a handler's own."""
         self._outcomes = tuple(i for i in interceptors if overrides_outcome(i))
         self._step = compose_message(interceptors, self._handle)
+        # Handlers no interceptor wraps run on the direct path (see `process`).
+        self._direct = frozenset(
+            message_type
+            for message_type, handler in self._handlers.items()
+            if not interceptors and not handler.interceptors
+        )
         self._calls = {
             message_type: compose_handler((*interceptors, *handler.interceptors), _call_handler)
             for message_type, handler in self._handlers.items()
@@ -70,19 +78,10 @@ class Handling:
     async def process(self, key: str, msg: Msg) -> None:
         w = self._w
         headers = msg.headers or {}
-        inp = MessageInput(
-            actor_type=self._actor_type,
-            key=key,
-            subject=self._w.mesh.subjects.mailbox(self._actor_type, key)
-            if self._partitioned
-            else msg.subject,
-            headers=headers,
-            msg=msg,
-            reply_to=headers.get(Hdr.REPLY_TO),
-        )
+        reply_to = headers.get(Hdr.REPLY_TO)
         deadline = headers.get(Hdr.DEADLINE)
         if deadline is not None and _expired(deadline):
-            await w._failures.expired(inp, deadline)
+            await w._failures.expired(self._input(key, msg, headers, reply_to), deadline)
             return
         try:
             obj = self._decoder.decode(msg.data)
@@ -90,8 +89,12 @@ class Handling:
         except Exception as exc:
             # Whatever decoding raises (bad UTF-8, nesting too deep, an unknown
             # type, no memory) is the input's fault: settle it now, never leave it held.
-            await w._failures.bad_message(inp, exc)
+            await w._failures.bad_message(self._input(key, msg, headers, reply_to), exc)
             return
+        if type(obj) in self._direct:
+            await self._direct_call(key, msg, headers, reply_to, obj, handler)
+            return
+        inp = self._input(key, msg, headers, reply_to)
         inp.message = obj
         inp.handler = handler
         inp.started = time.perf_counter()
@@ -100,6 +103,61 @@ class Handling:
             w.handled += 1
             if self._outcomes:
                 self.report("handled", inp, time.perf_counter() - inp.started)
+
+    async def _direct_call(
+        self,
+        key: str,
+        msg: Msg,
+        headers: dict[str, str],
+        reply_to: str | None,
+        obj: Any,
+        handler: Handler,
+    ) -> None:
+        """`_handle` for a handler no interceptor wraps, without a `MessageInput`
+        (built only if it fails) or a `Context` the handler does not take: what
+        most messages cost, kept to the handler, its reply and the ack."""
+        w = self._w
+        ctx: Context | None = None
+        w.in_flight += 1
+        try:
+            instance = self.instances.get(key)
+            if instance is None:
+                instance = await self._new_instance(key)
+            if handler.wants_context:
+                ctx = self._context(key, self.subject_of(key, msg), headers, msg, reply_to)
+                result = handler.fn(instance, obj, ctx)
+            else:
+                result = handler.fn(instance, obj)
+            if handler.is_async:
+                result = await result
+        except asyncio.CancelledError:
+            w.in_flight -= 1
+            raise
+        except Exception as exc:
+            w.in_flight -= 1
+            w.failed += 1
+            inp = self._input(key, msg, headers, reply_to)
+            inp.message, inp.handler, inp.context = obj, handler, ctx
+            inp.actor = self.instances.get(key)
+            await w._failures.handler_failed(inp, exc)
+            return
+        w.in_flight -= 1
+        if reply_to and (ctx is None or not ctx.replied):
+            await w._replies.value(reply_to, result)
+        await w._settler.ack(msg)
+        w.handled += 1
+
+    def _input(
+        self, key: str, msg: Msg, headers: dict[str, str], reply_to: str | None
+    ) -> MessageInput:
+        return MessageInput(
+            actor_type=self._actor_type,
+            key=key,
+            subject=self.subject_of(key, msg),
+            headers=headers,
+            msg=msg,
+            reply_to=reply_to,
+        )
 
     async def _handle(self, inp: MessageInput) -> BaseException | None:
         """The innermost message step: the handler chain, then its reply or failure."""
@@ -112,7 +170,9 @@ class Handling:
                 instance = await self._new_instance(inp.key)
             inp.actor = instance
             if reply_to or _wants_context(inp):
-                inp.context = self._context(inp, reply_to)
+                inp.context = self._context(
+                    inp.key, inp.subject, inp.headers, inp.msg, reply_to, inp.deliveries
+                )
             result = await self._calls[type(inp.message)](inp)
         except asyncio.CancelledError:
             w.in_flight -= 1
@@ -155,11 +215,23 @@ class Handling:
 
     def mailbox_subject(self, msg: Msg) -> str:
         """The subject senders used (a partitioned mailbox stores another one)."""
+        return self.subject_of(key_of(self._base, msg), msg) if self._partitioned else msg.subject
+
+    def subject_of(self, key: str, msg: Msg) -> str:
+        """`mailbox_subject` for a message whose key is known."""
         if not self._partitioned:
             return msg.subject
-        return self._w.mesh.subjects.mailbox(self._actor_type, key_of(self._base, msg))
+        return self._w.mesh.subjects.mailbox(self._actor_type, key)
 
-    def _context(self, inp: MessageInput, reply_to: str | None) -> Context:
+    def _context(
+        self,
+        key: str,
+        subject: str,
+        headers: dict[str, str],
+        msg: Msg,
+        reply_to: str | None,
+        deliveries: int = 0,
+    ) -> Context:
         reply: Callable[[Any], Awaitable[None]] | None = None
         if reply_to is not None:
             replies = self._w._replies
@@ -170,10 +242,10 @@ class Handling:
         return Context(
             mesh=self._w.mesh,
             actor_type=self._actor_type,
-            key=inp.key,
-            subject=inp.subject,
-            headers=inp.headers,
-            deliveries=inp.deliveries,
+            key=key,
+            subject=subject,
+            headers=headers,
+            deliveries=deliveries or deliveries_of(msg),
             reply=reply,
         )
 

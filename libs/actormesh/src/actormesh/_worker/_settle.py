@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
 from .._consumer import PullConsumer
+
+if TYPE_CHECKING:
+    from .._nats import Client
 
 __all__ = ["Settler", "deliveries_of", "stream_seq_of"]
 
@@ -25,28 +28,47 @@ class Settler:
         self.ack_sync = ack_sync
         self.ack_timeout = ack_timeout
         self.ack_wait = ack_wait
-        #: Every message we hold, by id(msg): the message and when we last told the
-        #: server we are still on it.
-        self.held: dict[int, tuple[Msg, float]] = {}
+        #: Every message we hold, by id(msg): the message and the progress tick at
+        #: which we took it or last told the server we are still on it. A tick
+        #: count, not a clock: no time call per message.
+        self.held: dict[int, tuple[Msg, int]] = {}
+        self._tick = 0
         #: Set whenever the worker holds no message: what a drain waits for.
         self.idle = asyncio.Event()
         self.idle.set()
         self.consumer: PullConsumer | None = None
+        #: The connection acks are written to directly (see `ack`); None: `msg.ack()`.
+        self.nc: Client | None = None
 
     def hold(self, msg: Msg) -> None:
-        self.held[id(msg)] = (msg, time.monotonic())
-        self.idle.clear()
+        held = self.held
+        if not held:
+            self.idle.clear()
+        held[id(msg)] = (msg, self._tick)
 
     def _release(self, msg: Msg) -> None:
-        if self.held.pop(id(msg), None) is not None and self.consumer is not None:
+        held = self.held
+        if held.pop(id(msg), None) is not None and self.consumer is not None:
             self.consumer.settled()
-        if not self.held:
+        if not held:
             self.idle.set()
 
     async def ack(self, msg: Msg) -> None:
+        nc = self.nc
         try:
             if self.ack_sync:
                 await msg.ack_sync(timeout=self.ack_timeout)
+            elif nc is not None and msg.reply and not msg._ackd and nc.is_connected:
+                # The bytes `msg.ack()` writes (nats-py's `pub_cmd`, empty reply and
+                # body; a unit test pins them), queued on the connection's buffer
+                # without nats-py's publish checks (two coroutines and a subject scan
+                # per message): the subject is the server's own ack subject. The
+                # buffer goes out once per loop turn, so acks are batched.
+                msg._ackd = True
+                await nc._send_command(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
+                nc.stats["out_msgs"] += 1
+                if nc._flush_queue is not None and nc._flush_queue.empty():
+                    await nc._flush_pending()
             else:
                 await msg.ack()
         except asyncio.CancelledError:
@@ -75,9 +97,12 @@ class Settler:
         tick = max(0.05, min(ack_wait / 4, 5.0))
         while True:
             await asyncio.sleep(tick)
-            now = time.monotonic()
+            self._tick += 1
+            now = self._tick
             for key, (msg, since) in list(self.held.items()):
-                if now - since > ack_wait / 2 and key in self.held:
+                # Held since between (now - since - 1) and (now - since) ticks: the
+                # in-progress ack goes at most one tick earlier than "half ack_wait".
+                if (now - since) * tick > ack_wait / 2 and key in self.held:
                     try:
                         await msg.in_progress()
                     except Exception as exc:

@@ -1,0 +1,107 @@
+"""An actormesh worker process for bench_sender and bench_keys: start it, wait until
+it pulls, read its CPU time and RSS, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class MeshWorker:
+    """``python -m actormesh --prefix <prefix> worker <target>`` as a child process."""
+
+    def __init__(self, target: str, url: str, logdir: Path, *, prefix: str = "bench") -> None:
+        self.target = target
+        self.cmd = [sys.executable, "-m", "actormesh", "--nats-url", url, "--prefix", prefix]
+        self.cmd += ["worker", target]
+        self.env = dict(os.environ)
+        self.env["ACTORMESH_LOG_LEVEL"] = "WARNING"
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        self.log_path = logdir / f"worker-{target.replace(':', '-')}-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as logf:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.ps = psutil.Process(self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _ps(self) -> psutil.Process:
+        if self.ps is None:
+            raise RuntimeError("worker not started")
+        return self.ps
+
+    def rss(self) -> int:
+        return int(self._ps().memory_info().rss)
+
+    def cpu(self) -> float:
+        t = self._ps().cpu_times()
+        return float(t.user + t.system)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def wait_pulling(self, js: Any, stream: str, durable: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.target} worker exited:\n{self.log_tail()}")
+            with contextlib.suppress(Exception):
+                info = await js.consumer_info(stream, durable)
+                if info.num_waiting and info.num_waiting > 0:
+                    return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.target} worker not pulling after {timeout}s")
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await asyncio.to_thread(self.proc.wait)
+
+
+def self_cpu() -> float:
+    """This process's CPU seconds (user + system; all threads), at ns resolution
+    (psutil's cpu_times counts 10 ms ticks)."""
+    return time.process_time()
+
+
+def run_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
