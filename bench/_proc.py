@@ -80,17 +80,34 @@ class MeshWorker:
         raise TimeoutError(f"{self.target} worker not pulling after {timeout}s")
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        for _ in range(200):
-            if self.proc.poll() is not None:
+        await stop_process(self.proc, grace=10.0)
+
+    async def drained(self, js: Any, stream: str, durable: str, timeout: float) -> None:
+        """Wait until the worker has acked everything in its mailbox."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await js.consumer_info(stream, durable)
+            if not info.num_pending and not info.num_ack_pending:
                 return
+            if not self.alive():
+                raise RuntimeError(f"worker exited:\n{self.log_tail()}")
             await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        await asyncio.to_thread(self.proc.wait)
+        raise TimeoutError("the worker did not drain the mailbox")
+
+
+async def stop_process(proc: subprocess.Popen[bytes] | None, *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    for _ in range(int(grace / 0.05)):
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await asyncio.to_thread(proc.wait)
 
 
 def self_cpu() -> float:

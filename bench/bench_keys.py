@@ -53,25 +53,13 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _drained(js: Any, worker: MeshWorker, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = await js.consumer_info(STREAM, DURABLE)
-        if not info.num_pending and not info.num_ack_pending:
-            return
-        if not worker.alive():
-            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the worker did not drain the mailbox")
-
-
 async def _phase(
     name: str, n: int, key: Any, pub: RawPublisher, js: Any, worker: MeshWorker
 ) -> dict[str, Any]:
     refused, wcpu, dcpu = pub.refusals, worker.cpu(), self_cpu()
     t0 = time.perf_counter()
     await pub.tell(n, subject_of=lambda i: BASE + key(i))
-    await _drained(js, worker)
+    await worker.drained(js, STREAM, DURABLE, timeout=600.0)
     seconds = time.perf_counter() - t0
     out = {
         "phase": name,
@@ -120,7 +108,7 @@ async def run(n: int) -> dict[str, Any]:
             await pub.start(server.url)
             warm = await _phase("warm-up", WARM, lambda i: f"w{i}", pub, js, worker)
             await pub.tell(1, subject_of=lambda i: BASE + "hot")
-            await _drained(js, worker)
+            await worker.drained(js, STREAM, DURABLE, timeout=600.0)
             await asyncio.sleep(2.0)
             rss_before = worker.rss()
             phases = [warm]

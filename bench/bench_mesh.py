@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from bench._clients import (
     blob_payload,
 )
 from bench._mesh_report import render, summarize
+from bench._proc import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("tell", "ask", "rss")
@@ -233,17 +233,7 @@ class Worker:
             return ""
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        for _ in range(100):
-            if self.proc.poll() is not None:
-                return
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        await asyncio.to_thread(self.proc.wait)
+        await stop_process(self.proc, grace=5.0)
 
 
 class RssSampler:

@@ -133,18 +133,6 @@ def contenders() -> list[Contender]:
     ]
 
 
-async def _drained(js: Any, worker: MeshWorker, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = await js.consumer_info(STREAM, DURABLE)
-        if not info.num_pending and not info.num_ack_pending:
-            return
-        if not worker.alive():
-            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the worker did not drain the mailbox")
-
-
 async def run_all(scale: int, repeats: int) -> dict[str, Any]:
     from actormesh.testing import NatsServer
 
@@ -163,9 +151,9 @@ async def run_all(scale: int, repeats: int) -> dict[str, Any]:
                 for case, full, how, op in CASES:
                     n = max(10, full // scale)
                     for c in them:
-                        await _drained(js, worker)
+                        await worker.drained(js, STREAM, DURABLE, timeout=120.0)
                         await c.run(how, op, max(1, n // 10))  # warm-up
-                        await _drained(js, worker)
+                        await worker.drained(js, STREAM, DURABLE, timeout=120.0)
                         cpu0, t0 = self_cpu(), time.perf_counter()
                         await c.run(how, op, n)
                         seconds, cpu = time.perf_counter() - t0, self_cpu() - cpu0
