@@ -97,6 +97,11 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _vs(res: dict[str, Any], key: str, field: str, sub: str | None = None, *, to: str) -> str:
+    """A contender's figure as a ratio to another's (`to`), formatted."""
+    return _x(_ratio(_get(res, key, field, sub), _get(res, to, field, sub)))
+
+
 def _cpu_cell(v: dict[str, float] | None) -> str:
     if not v:
         return "n/a"
@@ -122,11 +127,11 @@ def _tell_table(out: dict[str, Any]) -> list[str]:
         if rate is None:
             continue
         lines.append(
-            f"| {label} | {_fmt(rate)} | {_x(_ratio(rate, _get(res, BASE, 'tell_rate')))} "
-            f"| {_x(_ratio(rate, _get(res, PEER, 'tell_rate')))} "
+            f"| {label} | {_fmt(rate)} | {_vs(res, key, 'tell_rate', to=BASE)} "
+            f"| {_vs(res, key, 'tell_rate', to=PEER)} "
             f"| {_cpu_cell(res[key].get('tell_cpu_us'))} "
-            f"| {_x(_ratio(_get(res, key, 'tell_cpu_us', 'worker'), _get(res, BASE, 'tell_cpu_us', 'worker')))} "  # noqa: E501
-            f"| {_x(_ratio(_get(res, key, 'tell_cpu_us', 'total'), _get(res, BASE, 'tell_cpu_us', 'total')))} "  # noqa: E501
+            f"| {_vs(res, key, 'tell_cpu_us', 'worker', to=BASE)} "
+            f"| {_vs(res, key, 'tell_cpu_us', 'total', to=BASE)} "
             f"| {_fmt(_get(res, key, 'refusals'))} |"
         )
     return lines
@@ -149,12 +154,12 @@ def _ask_table(out: dict[str, Any]) -> list[str]:
             continue
         p50, p99 = _get(res, key, "ask_p50_ms"), _get(res, key, "ask_p99_ms")
         lines.append(
-            f"| {label} | {_fmt(rate)} | {_x(_ratio(rate, _get(res, BASE, 'ask_rate')))} "
-            f"| {_x(_ratio(rate, _get(res, PEER, 'ask_rate')))} "
+            f"| {label} | {_fmt(rate)} | {_vs(res, key, 'ask_rate', to=BASE)} "
+            f"| {_vs(res, key, 'ask_rate', to=PEER)} "
             f"| {_cpu_cell(res[key].get('ask_cpu_us'))} "
-            f"| {_x(_ratio(_get(res, key, 'ask_cpu_us', 'worker'), _get(res, BASE, 'ask_cpu_us', 'worker')))} "  # noqa: E501
-            f"| {_fmt(p50, 3)} | {_x(_ratio(p50, _get(res, BASE, 'ask_p50_ms')))} "
-            f"| {_fmt(p99, 3)} | {_x(_ratio(p99, _get(res, BASE, 'ask_p99_ms')))} |"
+            f"| {_vs(res, key, 'ask_cpu_us', 'worker', to=BASE)} "
+            f"| {_fmt(p50, 3)} | {_vs(res, key, 'ask_p50_ms', to=BASE)} "
+            f"| {_fmt(p99, 3)} | {_vs(res, key, 'ask_p99_ms', to=BASE)} |"
         )
     return lines
 
@@ -171,7 +176,7 @@ def _rss_table(out: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"| {label} | {_fmt(idle, 1)} | {_fmt(_get(res, key, 'rss_peak_mb'), 1)} "
-            f"| {_x(_ratio(idle, _get(res, BASE, 'rss_idle_mb')))} |"
+            f"| {_vs(res, key, 'rss_idle_mb', to=BASE)} |"
         )
     return lines
 

@@ -18,19 +18,17 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class MeshWorker:
-    """``python -m actormesh --prefix <prefix> worker <target>`` as a child process."""
+class WorkerProcess:
+    """A worker OS process: its command, its log, its CPU time and memory."""
 
-    def __init__(self, target: str, url: str, logdir: Path, *, prefix: str = "bench") -> None:
-        self.target = target
-        self.cmd = [sys.executable, "-m", "actormesh", "--nats-url", url, "--prefix", prefix]
-        self.cmd += ["worker", target]
-        self.env = dict(os.environ)
-        self.env["ACTORMESH_LOG_LEVEL"] = "WARNING"
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.cmd = cmd
+        self.env = {**os.environ, **env}
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
-        self.log_path = logdir / f"worker-{target.replace(':', '-')}-{time.monotonic_ns()}.log"
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 
@@ -67,20 +65,35 @@ class MeshWorker:
         except OSError:
             return ""
 
+    async def stop(self) -> None:
+        await stop_process(self.proc, grace=10.0)
+
     async def wait_pulling(self, js: Any, stream: str, durable: str, timeout: float = 60) -> None:
+        """Ready: the durable consumer exists and the worker has a pull waiting on it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.target} worker exited:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} worker exited at startup:\n{self.log_tail()}")
             with contextlib.suppress(Exception):
                 info = await js.consumer_info(stream, durable)
                 if info.num_waiting and info.num_waiting > 0:
                     return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.target} worker not pulling after {timeout}s")
+        raise TimeoutError(f"{self.name} worker not pulling after {timeout}s:\n{self.log_tail()}")
 
-    async def stop(self) -> None:
-        await stop_process(self.proc, grace=10.0)
+
+class MeshWorker(WorkerProcess):
+    """``python -m actormesh --prefix <prefix> worker <target>`` as a child process."""
+
+    def __init__(self, target: str, url: str, logdir: Path, *, prefix: str = "bench") -> None:
+        self.target = target
+        cmd = [sys.executable, "-m", "actormesh", "--nats-url", url, "--prefix", prefix]
+        super().__init__(
+            target,
+            [*cmd, "worker", target],
+            {"ACTORMESH_LOG_LEVEL": "WARNING"},
+            logdir / f"worker-{target.replace(':', '-')}-{time.monotonic_ns()}.log",
+        )
 
     async def drained(self, js: Any, stream: str, durable: str, timeout: float) -> None:
         """Wait until the worker has acked everything in its mailbox."""

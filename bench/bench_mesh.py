@@ -61,7 +61,7 @@ from bench._clients import (
     blob_payload,
 )
 from bench._mesh_report import render, summarize
-from bench._proc import stop_process
+from bench._proc import WorkerProcess, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("tell", "ask", "rss")
@@ -183,54 +183,19 @@ def make_client(c: Contender, kind: str) -> Client:
 # -- processes --------------------------------------------------------------------------
 
 
-class Worker:
-    """A worker OS process, its log, and its memory."""
+class Worker(WorkerProcess):
+    """A contender's worker process, told where to report its progress."""
 
     def __init__(self, c: Contender, url: str, step: int, logdir: Path) -> None:
         self.fw = c.key
-        self.cmd = worker_command(c, url, step)
-        self.env = dict(os.environ)
-        self.env.update(
-            {
-                "BENCH_STEP": str(step),
-                "BENCH_PROGRESS": PROGRESS_SUBJECT,
-                "BENCH_NATS_URL": url,
-                "ACTORMESH_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-                ),
-            }
-        )
-        self.log_path = logdir / f"worker-{c.key}-{time.monotonic_ns()}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ps: psutil.Process | None = None
-
-    def start(self) -> None:
-        logf = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=ROOT,
-            env=self.env,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        logf.close()
-        self.ps = psutil.Process(self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def rss(self) -> int:
-        if self.ps is None:
-            raise RuntimeError("worker not started")
-        return int(self.ps.memory_info().rss)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        env = {
+            "BENCH_STEP": str(step),
+            "BENCH_PROGRESS": PROGRESS_SUBJECT,
+            "BENCH_NATS_URL": url,
+            "ACTORMESH_LOG_LEVEL": "WARNING",
+        }
+        log_path = logdir / f"worker-{c.key}-{time.monotonic_ns()}.log"
+        super().__init__(c.key, worker_command(c, url, step), env, log_path)
 
     async def stop(self) -> None:
         await stop_process(self.proc, grace=5.0)
@@ -363,20 +328,6 @@ class Unit:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-async def _wait_ready(js: Any, target: Target, worker: Worker, timeout: float = 60.0) -> None:
-    """Ready = the durable consumer exists and the worker has a pull waiting on it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not worker.alive():
-            raise RuntimeError(f"{worker.fw} worker exited at startup:\n{worker.log_tail()}")
-        with contextlib.suppress(Exception):
-            info = await js.consumer_info(target.stream, target.durable)
-            if info.num_waiting and info.num_waiting > 0:
-                return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{worker.fw} worker not pulling after {timeout}s:\n{worker.log_tail()}")
-
-
 async def run_unit(unit: Unit, counts: Counts, sections: set[str], logdir: Path) -> None:
     from actormesh.testing import NatsServer
 
@@ -391,7 +342,8 @@ async def run_unit(unit: Unit, counts: Counts, sections: set[str], logdir: Path)
         client = make_client(c, unit.kind)
         try:
             worker.start()
-            await _wait_ready(js, TARGETS_BY_WORKER[c.worker], worker)
+            target = TARGETS_BY_WORKER[c.worker]
+            await worker.wait_pulling(js, target.stream, target.durable)
             await client.start(server.url)
             cpu = CpuMeter(worker, server.pid)
             if unit.kind == "tell":
