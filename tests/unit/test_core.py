@@ -25,8 +25,8 @@ from actormesh._actor import spec_of
 from actormesh._mesh import header_size
 from actormesh._meshfile import load
 from actormesh._subjects import Subjects, check_key
-from actormesh._worker._settle import deliveries_of as _deliveries
-from actormesh._worker._settle import stream_seq_of as _stream_seq
+from actormesh._subjects import deliveries_of as _deliveries
+from actormesh._subjects import stream_seq_of as _stream_seq
 
 ROOT = Path(__file__).resolve().parents[2]
 

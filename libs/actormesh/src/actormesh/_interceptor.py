@@ -27,6 +27,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from ._subjects import deliveries_of
+
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
@@ -122,9 +124,6 @@ class MessageInput:
     def deliveries(self) -> int:
         """How many times the broker delivered this message (1 on the first)."""
         if self._deliveries <= 0:
-            # Imported here: the worker package imports this module.
-            from ._worker._settle import deliveries_of
-
             self._deliveries = deliveries_of(self.msg)
         return self._deliveries
 

@@ -1,13 +1,25 @@
-"""Subject and stream naming, in one place (the table in docs/architecture.md)."""
+"""Subject and stream naming, in one place (the table in docs/architecture.md), and what a
+delivered message's ack subject says (its delivery count and stream sequence)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 
-__all__ = ["KEYLESS", "Subjects", "check_actor_type", "check_key"]
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+__all__ = [
+    "KEYLESS",
+    "Subjects",
+    "check_actor_type",
+    "check_key",
+    "deliveries_of",
+    "stream_seq_of",
+]
 
 #: The key token of keyless actors' messages.
 KEYLESS = "_"
@@ -90,3 +102,26 @@ class Subjects:
     def actor_type_of(self, mailbox_subject: str) -> str:
         """The actor type token of a mailbox subject."""
         return mailbox_subject.split(".", 3)[2]
+
+
+def deliveries_of(msg: Msg) -> int:
+    """How many times the broker delivered `msg` (1 when its ack subject does not say)."""
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (or the
+    # 12-token form with domain and account hash).
+    reply = msg.reply or ""
+    dots = reply.count(".")
+    if dots == 8:
+        return int(reply.split(".", 5)[4])
+    if dots >= 11:
+        return int(reply.split(".", 7)[6])
+    return 1
+
+
+def stream_seq_of(msg: Msg) -> int:
+    """The message's sequence in its stream (0 when its ack subject does not say)."""
+    parts = (msg.reply or "").split(".")
+    if len(parts) == 9:
+        return int(parts[5])
+    if len(parts) >= 12:
+        return int(parts[7])
+    return 0

@@ -14,8 +14,8 @@ from nats.aio.msg import Msg
 from .._errors import BadMessage
 from .._errwire import error_fields
 from .._interceptor import MessageInput
+from .._subjects import deliveries_of, stream_seq_of
 from .._wire import Hdr
-from ._settle import deliveries_of, stream_seq_of
 
 if TYPE_CHECKING:
     from ._facade import Worker

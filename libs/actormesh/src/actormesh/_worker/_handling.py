@@ -27,9 +27,9 @@ from .._interceptor import (
     overrides_outcome,
     report_outcome,
 )
+from .._subjects import deliveries_of
 from .._wire import Hdr
 from ._dispatch import key_of
-from ._settle import deliveries_of
 
 if TYPE_CHECKING:
     from ._facade import Worker

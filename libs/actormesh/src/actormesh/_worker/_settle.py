@@ -1,7 +1,4 @@
-"""Settling held messages: ack, nak, in-progress acks, and the idle signal a drain waits for.
-
-Also reads the delivery count and stream sequence from a message's ack subject.
-"""
+"""Settling held messages: ack, nak, in-progress acks, and the idle signal a drain waits for."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from .._consumer import PullConsumer
 if TYPE_CHECKING:
     from .._nats import Client
 
-__all__ = ["Settler", "deliveries_of", "stream_seq_of"]
+__all__ = ["Settler"]
 
 log = logging.getLogger("actormesh.worker")
 
@@ -109,26 +106,3 @@ class Settler:
                         log.debug("in-progress ack not sent: %r", exc)
                         continue
                     self.held[key] = (msg, now)
-
-
-def deliveries_of(msg: Msg) -> int:
-    """How many times the broker delivered `msg` (1 when its ack subject does not say)."""
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> (or the
-    # 12-token form with domain and account hash).
-    reply = msg.reply or ""
-    dots = reply.count(".")
-    if dots == 8:
-        return int(reply.split(".", 5)[4])
-    if dots >= 11:
-        return int(reply.split(".", 7)[6])
-    return 1
-
-
-def stream_seq_of(msg: Msg) -> int:
-    """The message's sequence in its stream (0 when its ack subject does not say)."""
-    parts = (msg.reply or "").split(".")
-    if len(parts) == 9:
-        return int(parts[5])
-    if len(parts) >= 12:
-        return int(parts[7])
-    return 0
