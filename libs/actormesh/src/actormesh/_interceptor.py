@@ -66,7 +66,8 @@ class MessageInput:
 
     `message` and `handler` are None for a message that was never decoded
     (`expired`, `bad_message`, and `dead_lettered` outcomes); `actor` and
-    `context` are set just before the handler chain runs.
+    `context` are set just before the handler chain runs (`context` only for a
+    handler that takes one).
     """
 
     __slots__ = (
