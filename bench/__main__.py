@@ -3,7 +3,8 @@
 ``python -m bench [--quick] [--only tell,ask,rss,patterns,...] [--json PATH]``
 (``make bench`` runs this). Modules: ``bench/bench_mesh.py`` (issues 2 and 14)
 and, when present, ``bench_patterns.py``, ``bench_supervisor.py``,
-``bench_tracing.py``, ``bench_sender.py`` and ``bench_keys.py`` (issue 14).
+``bench_tracing.py``, ``bench_sender.py`` and ``bench_keys.py`` (issue 14), and
+``bench_state.py`` (issue 15).
 Each exposes ``main(argv) -> dict`` (a coroutine is awaited); one failing
 does not stop the rest. The combined report goes to
 stdout and to ``bench/results/latest.{json,md}``; progress goes to stderr.
@@ -36,6 +37,7 @@ MODULES = {
     "bench_tracing": "tracing",
     "bench_sender": "sender",
     "bench_keys": "keys",
+    "bench_state": "state",
 }
 MESH_SECTIONS = ("tell", "ask", "rss")
 

@@ -57,9 +57,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def consume_continuous(
-    nc: NATS, args: argparse.Namespace, handle: Callable[[Msg], Awaitable[None]]
+    nc: NATS,
+    args: argparse.Namespace,
+    handle: Callable[[Msg], Awaitable[None]],
+    *,
+    ack: bool = True,
 ) -> None:
-    """A continuous pull: one open request, topped up as messages are handled."""
+    """A continuous pull: one open request, topped up as messages are handled.
+    With `ack=False`, `handle` acks (bench.raw_state_worker's batched commits)."""
     inbox = nc.new_inbox()
     next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{args.stream}.{args.durable}"
     capacity, low = args.batch, args.batch // 2
@@ -80,7 +85,8 @@ async def consume_continuous(
         if requested > 0:
             requested -= 1
         await handle(msg)
-        await msg.ack()
+        if ack:
+            await msg.ack()
         if requested <= low:
             wake.set()
 

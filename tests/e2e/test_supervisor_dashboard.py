@@ -15,9 +15,11 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from actormesh import Mesh
+from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import Hdr
+from actormesh.testing import running_worker
 from actormesh_supervisor import Service
+from tests.actors_split import Add, Tally
 from tests.actors_supervisor import (
     ROOT,
     TOKEN,
@@ -164,3 +166,45 @@ async def test_dashboard_live_login_restart_and_csrf(
         finally:
             await mesh.close()
             await evil.cleanup()
+
+
+async def test_dashboard_shows_instances_and_warns_of_a_split(
+    browser: Browser, nats_url: str, mesh_prefix: str, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    tally = {"name": "tally", "actor": "tests.actors_split:Tally", "shutdown_grace": 2.0}
+    groups = [{"name": "keyed", "children": [tally]}]
+    mf = meshfile(mesh_prefix, groups)
+    async with Service(options(nats_url, mesh_prefix, tmp_path, mf, token=TOKEN)) as svc:
+        mesh = await Mesh.connect(nats_url, prefix=mesh_prefix)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await page.goto(svc.url)
+            row = page.locator('tr[data-worker="tally-1"]')
+            await expect(row.locator(".pill")).to_have_text("ok", timeout=15_000)
+            await expect(page.locator("#workers thead")).to_contain_text("Instances")
+            for key in ("k1", "k2"):
+                assert await mesh.ref("splittally", key).ask(Add(), reply_type=int) == 1
+            # Live instances / passivated / parked, from the worker's heartbeats.
+            await expect(row.locator('[data-field="keys"]')).to_have_text(
+                "2 / 0 / 0", timeout=10_000
+            )
+            await expect(page.locator("#banner")).to_be_hidden()
+
+            # A second worker of the keyed type, started by hand: the page warns.
+            config = WorkerConfig(worker_id="tally-by-hand", heartbeat_interval=0.25)
+            async with running_worker(mesh, Tally, config):
+                banner = page.locator("#banner")
+                await expect(banner).to_contain_text("split", timeout=15_000)
+                await expect(banner).to_contain_text("tally-1, tally-by-hand")
+                await expect(banner).to_contain_text("partitions=2")
+                await expect(row.locator('[data-field="sub"]')).to_contain_text(
+                    "split with tally-by-hand"
+                )
+                await expect(page.locator("#timeline")).to_contain_text("split detected")
+                await page.screenshot(
+                    path=str(ARTIFACTS / "supervisor-dashboard-split.png"), full_page=True
+                )
+            await expect(page.locator("#banner")).to_be_hidden(timeout=15_000)
+        finally:
+            await mesh.close()

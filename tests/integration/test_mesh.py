@@ -351,7 +351,18 @@ async def test_handler_restart_policy_and_intensity(mesh: Mesh) -> None:
         for _ in range(3):
             with pytest.raises(RemoteError):
                 await ref.ask(Fail())
-        # The 4th restart within the period exceeds intensity 3: the worker escalates.
+        # The 4th failing message of key "c" within the period exceeds its intensity
+        # 3: the key is parked, not the worker (containment); asks to it are refused.
+        await eventually(lambda: worker.parked == 1)
+        assert worker.status == "running"
+        with pytest.raises(RemoteError) as parked:
+            await ref.ask(Ping())
+        assert parked.value.code == "key_parked"
+        # Failures across more keys than max_failing_keys (10) within the period:
+        # the process is failing, and the worker escalates.
+        for i in range(10):
+            with pytest.raises(RemoteError):
+                await mesh.ref(Crashy, f"c{i}").ask(Fail())
         await eventually(lambda: worker.status in ("escalated", "stopped"))
         await asyncio.wait_for(worker._done.wait(), 10)
         assert worker.exit_code == 3

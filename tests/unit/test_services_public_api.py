@@ -61,6 +61,7 @@ def test_lowlevel_names_are_pinned() -> None:
             "GroupSpec",
             "Hdr",
             "HealthReport",
+            "KeyParked",
             "MeshFile",
             "MeshSection",
             "RetryBudget",
@@ -75,8 +76,11 @@ def test_lowlevel_names_are_pinned() -> None:
             "consumer_config",
             "ensure_mailbox",
             "ensure_system_streams",
+            "list_parked",
             "load_meshfile",
             "mailbox_stream_config",
+            "parked_stream",
+            "release_parked",
             "retry",
         ]
     )

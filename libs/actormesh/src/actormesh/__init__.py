@@ -4,7 +4,7 @@ The public surface is what `__all__` lists; everything in `_*` modules is privat
 """
 
 from ._actor import Actor, Context
-from ._config import FullPolicy, MailboxConfig, SupervisionPolicy, WorkerConfig
+from ._config import FullPolicy, MailboxConfig, Passivation, SupervisionPolicy, WorkerConfig
 from ._errors import (
     ActorMeshError,
     AskTimeout,
@@ -17,6 +17,7 @@ from ._errors import (
     NoSuchActorType,
     PayloadTooLarge,
     RemoteError,
+    StateConflict,
 )
 from ._interceptor import (
     CallHandler,
@@ -58,10 +59,12 @@ __all__ = [
     "MessageInput",
     "NoSuchActorType",
     "Outcome",
+    "Passivation",
     "PayloadTooLarge",
     "Receipt",
     "RemoteError",
     "RetryPolicy",
+    "StateConflict",
     "SupervisionPolicy",
     "Worker",
     "WorkerConfig",

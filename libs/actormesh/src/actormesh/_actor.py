@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import msgspec
 
-from ._config import MailboxConfig, SupervisionPolicy
+from ._config import MailboxConfig, Passivation, SupervisionPolicy
 from ._errors import ConfigError
 from ._interceptor import HandlerInterceptor, handler_interceptors
+from ._state import state_type_of
 from ._subjects import check_actor_type
 from ._wire import Message
 
@@ -50,6 +51,8 @@ class Actor:
     supervision: ClassVar[SupervisionPolicy] = SupervisionPolicy()
     #: Keyless actors get every message on key "_", run concurrently on one instance.
     keyless: ClassVar[bool] = False
+    #: When idle instances are stopped and dropped (their durable state is kept).
+    passivation: ClassVar[Passivation] = Passivation()
 
     key: str = ""
 
@@ -71,7 +74,9 @@ class Context:
     """What a handler knows of the message it handles, and its way to the mesh."""
 
     __slots__ = (
+        "_origin",
         "_reply",
+        "_sends",
         "actor_type",
         "deliveries",
         "headers",
@@ -93,6 +98,7 @@ class Context:
         headers: dict[str, str],
         deliveries: int,
         reply: Callable[[Any], Awaitable[None]] | None,
+        origin: str = "",
     ) -> None:
         self.mesh = mesh
         self.actor_type = actor_type
@@ -104,14 +110,31 @@ class Context:
         self.deliveries = deliveries
         self._reply = reply
         self.replied = False
+        #: What identifies the message being handled: its id, or its stream sequence.
+        self._origin = origin or self.msg_id
+        self._sends = 0
 
     @property
     def is_ask(self) -> bool:
         return self._reply is not None
 
     def ref(self, actor: type[Actor] | str, key: str | None = None) -> ActorRef[Any]:
-        """A reference to another actor, to `tell` or `ask` it."""
-        return self.mesh.ref(actor, key)
+        """A reference to another actor, to `tell` or `ask` it.
+
+        Its tells carry ids derived from the message being handled and the send's
+        ordinal (the n-th tell of this handler run gets the same id each run), so
+        when the message is delivered again and the handler runs again, the target
+        mailbox drops the repeated tells within its duplicate window. Keep a
+        handler's sends in a deterministic order for that to hold. Asks are not
+        deduplicated (a dropped ask would never be answered): they are at least once.
+        """
+        ref = self.mesh.ref(actor, key)
+        ref._ids = self._next_id
+        return ref
+
+    def _next_id(self) -> str:
+        self._sends += 1
+        return f"{self.actor_type}:{self.key}:{self._origin}:{self._sends}"
 
     async def reply(self, value: Any) -> None:
         """Reply now, before the handler returns; the return value is then not sent."""
@@ -134,6 +157,9 @@ class Handler:
     interceptors: tuple[HandlerInterceptor, ...] = ()
 
 
+_NO_PASSIVATION = Passivation()
+
+
 @dataclass(frozen=True, slots=True)
 class ActorSpec:
     """Everything the runtime derives once from an actor class."""
@@ -146,6 +172,9 @@ class ActorSpec:
     mailbox: MailboxConfig
     supervision: SupervisionPolicy
     keyless: bool
+    #: The Struct declared as `state: T` (durable state), or None.
+    state_type: type[msgspec.Struct] | None = None
+    passivation: Passivation = _NO_PASSIVATION
 
     def reply_type_for(self, message_type: type[Message]) -> Any:
         return self.handlers[message_type].reply_type
@@ -198,7 +227,11 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
         mailbox=cls.mailbox,
         supervision=cls.supervision,
         keyless=cls.keyless,
+        state_type=_state_type(cls),
+        passivation=cls.passivation,
     )
+    if spec.state_type is not None:
+        _check_duplicate_window(cls.__name__, cls.mailbox)
     _SPECS[cls] = spec
     return spec
 
@@ -235,3 +268,31 @@ def _handler_of(cls: type[Actor], name: str, fn: Callable[..., Any]) -> Handler 
         wants_context=wants_context,
         interceptors=handler_interceptors(fn),
     )
+
+
+def _state_type(cls: type[Actor]) -> type[msgspec.Struct] | None:
+    declared = state_type_of(cls)
+    if declared is not None and cls.keyless:
+        raise ConfigError(
+            f"{cls.__name__} is keyless and declares state: keyless messages run "
+            "concurrently on one instance, so there is no key to keep state for; "
+            "make it keyed"
+        )
+    return declared
+
+
+def _check_duplicate_window(name: str, mailbox: MailboxConfig) -> None:
+    """A message delivered again re-runs its handler, whose tells repeat their ids:
+    the duplicate window must outlast the worst gap from its first delivery to its
+    last one, or a repeated tell would be stored twice."""
+    worst = sum(
+        max(mailbox.ack_wait, mailbox.redelivery_delay(d)) for d in range(1, mailbox.max_deliver)
+    )
+    if mailbox.duplicate_window < worst:
+        raise ConfigError(
+            f"{name}: duplicate_window {mailbox.duplicate_window:g}s is shorter than the "
+            f"worst redelivery delay, {worst:g}s ({mailbox.max_deliver - 1} redeliveries, "
+            f"each up to max(ack_wait {mailbox.ack_wait:g}s, its backoff)): tells sent "
+            "by a handler that runs again could be stored twice. Raise duplicate_window "
+            f"to at least {worst:g}, or lower max_deliver, ack_wait or the backoff."
+        )

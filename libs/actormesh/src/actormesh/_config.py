@@ -12,7 +12,7 @@ import msgspec
 from ._errors import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["FullPolicy", "MailboxConfig", "SupervisionPolicy", "WorkerConfig"]
+__all__ = ["FullPolicy", "MailboxConfig", "Passivation", "SupervisionPolicy", "WorkerConfig"]
 
 MiB = 1024 * 1024
 
@@ -77,22 +77,63 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return self.backoff[min(deliveries, len(self.backoff)) - 1]
 
 
+#: The most failing keys (or keyless messages) a worker tracks at once: bounds the
+#: supervision bookkeeping, since `max_failing_keys` may not exceed it.
+MAX_TRACKED_KEYS = 10_000
+
+
 class SupervisionPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What a worker does with an actor instance whose handler raised (OTP terms)."""
+    """What a worker does with an actor instance whose handler raised (OTP terms).
+
+    Failures are contained to the key they hit (see `actormesh._worker._containment`):
+    redeliveries of one message count once, and intensity is counted per key. A key
+    whose distinct failing messages exceed `max_restarts` within `within` seconds
+    is parked (`on_intensity`); the worker itself escalates (publishes `escalated`,
+    drains, exits 3) only when the process is failing: more than `max_failing_keys`
+    distinct keys failing within `within`, activation (`on_start`) failing for
+    `max_failed_starts` distinct keys in a row with no message handled between them,
+    or an internal error of supervision. Keyless actors count each failing message
+    as its own key: a poison message is dead-lettered after `max_deliver`.
+    """
 
     #: restart: a fresh instance (on_restart); resume: keep the instance and its
     #: state; stop: drop the instance (on_stop), a later message starts a new one.
     on_error: Literal["restart", "resume", "stop"] = "restart"
-    #: Restart intensity: more than `max_restarts` within `within` seconds and the
-    #: worker escalates (publishes `escalated`, drains, exits non-zero).
+    #: Restart intensity of one key: more than `max_restarts` distinct failing
+    #: messages of a key within `within` seconds and the key is parked.
     max_restarts: int = 3
     within: float = 60.0
+    #: What happens to a key past its intensity, and to its messages until it is
+    #: released: park: they wait in the type's parked stream, visible and
+    #: releasable (`actormesh.lowlevel.release_parked`); dead_letter: they go to
+    #: the dead-letter stream (code `key_parked`). Asks to a parked key are
+    #: answered with a `key_parked` error and dead-lettered either way.
+    on_intensity: Literal["park", "dead_letter"] = "park"
+    #: Seconds after which a parked key is released by its worker even if no one
+    #: asked: no message is held for good. A released key that fails again is
+    #: parked again; a message that failed `max_deliver` times in all is
+    #: dead-lettered instead of parked again.
+    park_for: float = 600.0
+    #: The worker escalates when more than this many distinct keys (for a keyless
+    #: actor: distinct messages) failed within `within` seconds.
+    max_failing_keys: int = 10
+    #: The worker escalates when activation (`on_start`) failed for this many
+    #: distinct keys in a row, with no message handled in between.
+    max_failed_starts: int = 3
 
     def __post_init__(self) -> None:
         if self.on_error not in ("restart", "resume", "stop"):
             raise ConfigError("on_error must be 'restart', 'resume' or 'stop'")
         if self.max_restarts < 0 or self.within <= 0:
             raise ConfigError("max_restarts must be >= 0 and within > 0")
+        if self.on_intensity not in ("park", "dead_letter"):
+            raise ConfigError("on_intensity must be 'park' or 'dead_letter'")
+        if self.park_for <= 0:
+            raise ConfigError("park_for must be > 0: a parked key is released in time")
+        if not 1 <= self.max_failing_keys <= MAX_TRACKED_KEYS:
+            raise ConfigError(f"max_failing_keys must be between 1 and {MAX_TRACKED_KEYS}")
+        if self.max_failed_starts < 1:
+            raise ConfigError("max_failed_starts must be >= 1")
 
 
 class FullPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -135,3 +176,25 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ConfigError("concurrency and prefetch must be >= 1")
         if self.pull_idle_heartbeat <= 0 or self.pull_expires <= 2 * self.pull_idle_heartbeat:
             raise ConfigError("need pull_expires > 2 * pull_idle_heartbeat > 0")
+
+
+class Passivation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When a worker stops and drops live instances (Orleans' deactivation).
+
+    A passivated instance runs `on_stop`; its durable state (if it declares
+    `state`) stays in the bucket and is loaded again on the key's next message.
+    Without declared state, whatever the instance kept in memory is gone: the
+    defaults therefore passivate nothing.
+    """
+
+    #: Seconds without a message after which an instance is passivated (None: never).
+    idle_after: float | None = None
+    #: The most live instances per worker; past it the least recently used idle one
+    #: is passivated (None: no bound).
+    max_instances: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.idle_after is not None and self.idle_after <= 0:
+            raise ConfigError("passivation idle_after must be > 0 seconds (or None)")
+        if self.max_instances is not None and self.max_instances < 1:
+            raise ConfigError("passivation max_instances must be >= 1 (or None)")

@@ -20,6 +20,7 @@ __all__ = [
     "NoSuchActorType",
     "PayloadTooLarge",
     "RemoteError",
+    "StateConflict",
 ]
 
 
@@ -177,3 +178,22 @@ class RemoteError(ActorMeshError):
         self.code = code
         self.type = type
         self.remote_message = message
+
+
+class StateConflict(ActorMeshError):
+    """Another process wrote an actor's durable state since it was loaded here.
+
+    The worker handles it itself (reload, run the message again); it reaches user
+    code only from the low-level state API."""
+
+    code = "state_conflict"
+    retryable = True
+
+    def __init__(self, bucket: str, key: str, *, expected: int) -> None:
+        super().__init__(
+            f"state of key {key!r} in bucket {bucket} changed since revision {expected}: "
+            "reload it and apply the message again"
+        )
+        self.bucket = bucket
+        self.key = key
+        self.expected = expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import nats.js.errors
@@ -65,7 +66,10 @@ def consumer_config(
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=cfg.ack_wait,
-        max_deliver=cfg.max_deliver,
+        # Unlimited: the worker decides which delivery is the last (`max_deliver`)
+        # and dead-letters it. A server-side limit would strand a message whose
+        # dead-lettering failed at the last delivery: never delivered again.
+        max_deliver=-1,
         max_ack_pending=cfg.max_ack_pending,
         max_waiting=512,
     )
@@ -91,6 +95,10 @@ _CONSUMER_FIELDS = (
     "max_ack_pending",
     "deliver_policy",
 )
+#: Consumer settings that are ours, not the user's: a consumer made by an older
+#: version (with the mailbox's `max_deliver` on the server) is updated in place,
+#: without asking for `update`.
+_OWN_CONSUMER_FIELDS = ("max_deliver",)
 
 
 def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
@@ -105,7 +113,11 @@ def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any,
     return out
 
 
-async def _ensure_stream(js: JetStreamContext, want: StreamConfig, *, update: bool) -> None:
+async def _ensure_stream(
+    js: JetStreamContext, want: StreamConfig, *, update: bool, scale_up: bool = False
+) -> None:
+    """Create `want`, or compare an existing stream with it. With `scale_up`, an
+    existing stream with fewer replicas gets `want`'s, one with more keeps its own."""
     if want.name is None:
         raise ConfigError("a mailbox stream config needs a name")
     try:
@@ -129,6 +141,13 @@ async def _ensure_stream(js: JetStreamContext, want: StreamConfig, *, update: bo
     except nats.errors.NoRespondersError as exc:
         raise ActorMeshError("the NATS server has no JetStream: start it with -js") from exc
     diff = _diff(info.config, want, _STREAM_FIELDS)
+    if scale_up and "num_replicas" in diff:
+        have, wanted = (r or 1 for r in diff.pop("num_replicas"))
+        if have < wanted and not diff:
+            await js.update_stream(dataclasses.replace(info.config, num_replicas=wanted))
+            return
+        if have < wanted:
+            diff["num_replicas"] = (have, wanted)
     if diff:
         if not update:
             raise MailboxConflict(f"stream {want.name}", diff)
@@ -173,14 +192,25 @@ async def _ensure_consumer(
         await js.add_consumer(stream, want)
         return
     diff = _diff(info.config, want, _CONSUMER_FIELDS)
+    own = {f: diff.pop(f) for f in _OWN_CONSUMER_FIELDS if f in diff}
+    if own and not diff:
+        await js.add_consumer(stream, want)  # an update: same durable name
+        return
     if diff:
         if not update:
             raise MailboxConflict(f"consumer {stream}/{want.durable_name}", diff)
         await js.add_consumer(stream, want)
 
 
-async def ensure_system_streams(js: JetStreamContext, subjects: Subjects) -> None:
-    """The dead-letter and events streams: limits retention, kept 7 days."""
+async def ensure_system_streams(
+    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1
+) -> None:
+    """The dead-letter and events streams: limits retention, kept 7 days.
+
+    `replicas` is the mailbox's: a type's dead letters are as safe as its
+    messages were. Streams that exist with fewer replicas are scaled up to it,
+    never down (another actor type of the mesh may have asked for more).
+    """
     for name, subject in (
         (subjects.dlq_stream, f"{subjects.prefix}.dlq.>"),
         (subjects.events_stream, f"{subjects.prefix}.sys.evt.>"),
@@ -197,8 +227,9 @@ async def ensure_system_streams(js: JetStreamContext, subjects: Subjects) -> Non
                 max_msgs=-1,
                 max_msg_size=-1,
                 storage=StorageType.FILE,
-                num_replicas=1,
+                num_replicas=replicas,
                 duplicate_window=120.0,
             ),
             update=False,
+            scale_up=True,
         )

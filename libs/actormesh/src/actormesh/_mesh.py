@@ -33,6 +33,7 @@ from ._errors import (
     MailboxFull,
     NoSuchActorType,
     PayloadTooLarge,
+    StateConflict,
 )
 from ._hooks import Tracer
 from ._inflight import InFlight
@@ -49,6 +50,7 @@ A = TypeVar("A", bound=Actor)
 # JetStream API error codes we turn into typed errors.
 _ERR_STORE_FULL = 10077  # stream store failed: "maximum messages/bytes exceeded"
 _ERR_MSG_TOO_BIG = 10054  # "message size exceeds maximum allowed"
+_ERR_WRONG_LAST_SEQ = 10071  # "wrong last sequence": a compare-and-set that lost
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -483,6 +485,10 @@ def _refusal(subject: str, err: _ApiError, size: int) -> ActorMeshError:
         return MailboxFull(actor_type, reason=err.description)
     if err.err_code == _ERR_MSG_TOO_BIG:
         return PayloadTooLarge(size, 0, what=f"stream limit ({err.description})")
+    if err.err_code == _ERR_WRONG_LAST_SEQ and subject.startswith("$KV."):
+        _, bucket, key = subject.split(".", 2)
+        expected = err.description.rpartition(" ")[2]
+        return StateConflict(bucket, key, expected=int(expected) if expected.isdigit() else -1)
     return ActorMeshError(
         f"JetStream refused the message on {subject}: {err.description} "
         f"(code {err.code}, err_code {err.err_code})",

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from ._state import StateEnvelope
 from ._version import VERSION
 from ._wire import (
     ControlReply,
@@ -38,6 +39,7 @@ WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
     WorkerStats,
     HealthReport,
     DeadLetterInfo,
+    StateEnvelope,
 )
 
 _ACTOR_MESSAGE = {

@@ -42,7 +42,7 @@ class Breaker(Protocol):
 class ActorRef(Generic[A]):
     """Where to send an actor's messages. Cheap: make as many as you like."""
 
-    __slots__ = ("_limit", "_spec", "actor_type", "key", "mesh", "subject")
+    __slots__ = ("_ids", "_limit", "_spec", "actor_type", "key", "mesh", "subject")
 
     def __init__(self, mesh: Mesh, actor: type[A] | str, key: str | None) -> None:
         self.mesh = mesh
@@ -56,6 +56,10 @@ class ActorRef(Generic[A]):
             self._limit = self._spec.mailbox.max_msg_size
         self.key = check_key(key) if key is not None else KEYLESS
         self.subject = mesh.subjects.mailbox(self.actor_type, self.key)
+        #: Where a send without `msg_id` takes one: the mesh's fresh ids, or (for a
+        #: reference made by a handler's `Context`) ids derived from the message being
+        #: handled, the same again if the handler runs again.
+        self._ids: Callable[[], str] = mesh.new_msg_id
 
     def __repr__(self) -> str:
         return f"ActorRef({self.actor_type}/{self.key})"
@@ -77,7 +81,7 @@ class ActorRef(Generic[A]):
     ) -> dict[str, str]:
         headers: dict[str, str] = {}
         if msg_id or dedupe:
-            headers[Hdr.MSG_ID] = msg_id or self.mesh.new_msg_id()
+            headers[Hdr.MSG_ID] = msg_id or self._ids()
         if self.mesh.name:
             headers[Hdr.SENDER] = self.mesh.name
         if extra:

@@ -75,6 +75,10 @@ class Subjects:
         """Where a partitioned mailbox stores a partition's messages, up to the key."""
         return f"{self.prefix}.mbox.{actor_type}.{partition}."
 
+    def state_bucket(self, actor_type: str) -> str:
+        """The JetStream KV bucket holding the durable state of an actor type's keys."""
+        return f"{self.prefix}_state_{actor_type}".replace("-", "_").replace(".", "_")
+
     def dlq(self, actor_type: str) -> str:
         return f"{self.prefix}.dlq.{actor_type}"
 

@@ -103,6 +103,15 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     sent_at: float = 0.0
     #: The mailbox partition served; -1 when the mailbox is not partitioned.
     partition: int = -1
+    #: The actor type is keyed (not `keyless`): its per-key state lives in one worker,
+    #: so two live workers serving one partition of it split each key (see the supervisor).
+    keyed: bool = False
+    #: Live actor instances (one per key) in this worker.
+    instances: int = 0
+    #: Instances passivated so far (idle, or over `max_instances`); their state is kept.
+    passivated: int = 0
+    #: Keys parked now for failing past their restart intensity.
+    parked: int = 0
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -135,6 +144,10 @@ class WorkerStats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     restarts: int
     instances: int
     uptime: float
+    #: See `Heartbeat`: keyed type, instances passivated so far, keys parked now.
+    keyed: bool = False
+    passivated: int = 0
+    parked: int = 0
 
 
 class ComponentHealth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

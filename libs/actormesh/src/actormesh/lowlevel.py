@@ -16,6 +16,11 @@ What is here:
   JetStream context `Mesh.js` and the names from `Subjects`.
 - Dead letters: `DeadLetters` (list, get, replay, purge) and its
   `DeadLetterNotFound` error.
+- Parked keys (keys failing past their restart intensity, see
+  `SupervisionPolicy`): `list_parked` (parked keys and their waiting
+  messages), `release_parked` (the key's parked messages back to its
+  mailbox), `parked_stream` (the stream holding them), `KeyParked` (the
+  error asks to a parked key get).
 - The mesh file: `load_meshfile`, `MeshFile` and its sections (`MeshSection`,
   `BrokerSection`, `SupervisorSection`, `GroupSpec`, `ChildSpec`).
 - The process edge: `Settings` (the environment, read once),
@@ -46,6 +51,7 @@ from ._retry import BudgetExhausted, RetryBudget, RetryExhausted, retry
 from ._settings import Settings
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
 from ._wire import ComponentHealth, ControlReply, ControlRequest, Hdr, HealthReport, WorkerStats
+from ._worker._containment import KeyParked, list_parked, parked_stream, release_parked
 
 __all__ = [
     "KEYLESS",
@@ -60,6 +66,7 @@ __all__ = [
     "GroupSpec",
     "Hdr",
     "HealthReport",
+    "KeyParked",
     "MeshFile",
     "MeshSection",
     "RetryBudget",
@@ -74,7 +81,10 @@ __all__ = [
     "consumer_config",
     "ensure_mailbox",
     "ensure_system_streams",
+    "list_parked",
     "load_meshfile",
     "mailbox_stream_config",
+    "parked_stream",
+    "release_parked",
     "retry",
 ]

@@ -20,8 +20,16 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from actormesh import ActorMeshError
-from actormesh.lowlevel import ControlRequest, DeadLetterNotFound, DeadLetters
+from actormesh import ActorMeshError, Mesh
+from actormesh.lowlevel import (
+    ControlRequest,
+    DeadLetterNotFound,
+    DeadLetters,
+    check_actor_type,
+    check_key,
+    list_parked,
+    release_parked,
+)
 
 from ._auth import COOKIE, Auth
 from ._errors import SupervisorError
@@ -118,6 +126,8 @@ class Dashboard:
         r.add_get("/api/dlq/{seq:\\d+}", self._dlq_get)
         r.add_post("/api/dlq/{seq:\\d+}/replay", self._dlq_replay)
         r.add_post("/api/dlq/purge", self._dlq_purge)
+        r.add_get("/api/parked/{actor_type}", self._parked_list)
+        r.add_post("/api/parked/{actor_type}/release", self._parked_release)
         r.add_get("/api/workers/{worker}/stats", self._worker_stats)
         r.add_post("/api/workers/{worker}/restart", self._worker_restart)
         r.add_post("/api/workers/{worker}/drain", self._worker_drain)
@@ -306,6 +316,33 @@ class Dashboard:
         log.info("purged %d dead letters (%s)", purged, actor_type or "all types")
         return _json({"purged": purged, "actor_type": actor_type})
 
+    async def _parked_list(self, request: web.Request) -> web.Response:
+        """The parked keys of an actor type, each with its waiting messages."""
+        actor_type = request.match_info["actor_type"]
+        try:
+            check_actor_type(actor_type)
+        except ActorMeshError as exc:
+            return _error(400, str(exc))
+        keys = await list_parked(self._mesh(), actor_type)
+        return _json({"actor_type": actor_type, "keys": keys})
+
+    async def _parked_release(self, request: web.Request) -> web.Response:
+        """Release one parked key (`{"key": ...}`) or all of a type's (`{"all": true}`)."""
+        actor_type = request.match_info["actor_type"]
+        body = await _body(request)
+        key = str(body.get("key") or "") or None
+        if key is None and body.get("all") is not True:
+            return _error(400, 'give {"key": ...} or {"all": true}')
+        try:
+            check_actor_type(actor_type)
+            if key is not None:
+                check_key(key)
+        except ActorMeshError as exc:
+            return _error(400, str(exc))
+        moved = await release_parked(self._mesh(), actor_type, key)
+        log.info("released %s/%s: %d messages back", actor_type, key or "*", moved)
+        return _json({"actor_type": actor_type, "key": key, "released": moved})
+
     async def _worker_stats(self, request: web.Request) -> web.Response:
         worker = request.match_info["worker"]
         try:
@@ -343,9 +380,12 @@ class Dashboard:
         return _json({"queued": "restart", "group": group}, status=202)
 
     def _dlq(self) -> DeadLetters:
+        return DeadLetters(self._mesh())
+
+    def _mesh(self) -> Mesh:
         if self.sup.mesh is None:
             raise web.HTTPServiceUnavailable(text="not connected to NATS yet")
-        return DeadLetters(self.sup.mesh)
+        return self.sup.mesh
 
 
 def _asset(name: str) -> bytes:

@@ -77,6 +77,9 @@ class _SupervisorCollector(Collector):
         rate = gauge("worker_throughput", "Messages handled per second")
         flight = gauge("worker_in_flight", "Messages being handled")
         healthy = gauge("worker_healthy", "1 when the worker's health is ok")
+        instances = gauge("worker_instances", "Live actor instances (keys) the worker holds")
+        passivated = gauge("worker_passivated", "Instances the worker passivated since it started")
+        parked = gauge("worker_parked_keys", "Keys the worker holds parked now")
         for worker_id, view in sup.views.items():
             owner = sup.slots.get(worker_id)
             values = [worker_id, view.hb.supervisor_child, view.hb.actor_type]
@@ -85,7 +88,19 @@ class _SupervisorCollector(Collector):
             rate.add_metric(values, view.throughput())
             flight.add_metric(values, view.hb.in_flight)
             healthy.add_metric(values, 1.0 if health_of(sup, owner, view, now) == "ok" else 0.0)
-        yield from (age, lag, rate, flight, healthy)
+            instances.add_metric(values, view.hb.instances)
+            passivated.add_metric(values, view.hb.passivated)
+            parked.add_metric(values, view.hb.parked)
+        yield from (age, lag, rate, flight, healthy, instances, passivated, parked)
+        splits = GaugeMetricFamily(
+            f"{_NS}_splits",
+            "Keyed actor types served by several workers on one partition (see the events)",
+        )
+        splits.add_metric([], len(sup.splits.splits))
+        yield splits
+        detected = CounterMetricFamily(f"{_NS}_splits_detected", "Splits reported")
+        detected.add_metric([], sup.splits.detected_total)
+        yield detected
         if sup.mailboxes is None:
             return
         mb = {

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 from actormesh.lowlevel import GroupSpec, MeshFile, Subjects, SupervisorSection
 
 from ._errors import SupervisorConfigError
+from ._split import check_child_split
 
 __all__ = ["BackendName", "SupervisorOptions", "is_loopback"]
 
@@ -112,3 +113,4 @@ def _check_children(group: GroupSpec, seen: set[str]) -> None:
         seen.add(child.name)
         if child.shutdown_grace < 0:
             raise SupervisorConfigError(f"child {child.name!r}: shutdown_grace must be >= 0")
+        check_child_split(child)

@@ -33,6 +33,7 @@ def health_of(sup: Supervisor, slot: Slot | None, view: WorkerView | None, now: 
 def _worker(sup: Supervisor, worker_id: str, slot: Slot | None, now: float) -> dict[str, Any]:
     view = sup.views.get(worker_id)
     hb = view.hb if view is not None else None
+    split = sup.splits.workers_split().get(worker_id)
     return {
         "id": worker_id,
         "group": slot.group if slot else "",
@@ -60,6 +61,13 @@ def _worker(sup: Supervisor, worker_id: str, slot: Slot | None, now: float) -> d
         "uptime": round(time.time() - hb.started_at, 1) if hb else 0.0,
         "version": hb.version if hb else "",
         "concurrency": hb.concurrency if hb else 0,
+        "keyed": hb.keyed if hb else False,
+        "partition": hb.partition if hb else -1,
+        "instances": hb.instances if hb else 0,
+        "passivated": hb.passivated if hb else 0,
+        "parked": hb.parked if hb else 0,
+        # The other workers this one splits its keys with ([] when none).
+        "split_with": [w for w in split.workers if w != worker_id] if split else [],
     }
 
 
@@ -118,6 +126,17 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
                     "error": m.error,
                 }
             )
+    splits = [
+        {
+            "actor_type": x.actor_type,
+            "partition": x.partition,
+            "workers": list(x.workers),
+            "since": x.since,
+            "message": x.describe(),
+            "fix": x.fix,
+        }
+        for x in sup.splits.splits.values()
+    ]
     counts: dict[str, int] = {}
     for w in workers:
         counts[w["health"]] = counts.get(w["health"], 0) + 1
@@ -147,6 +166,7 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "groups": groups,
         "workers": workers,
         "mailboxes": mailboxes,
+        "splits": splits,
     }
 
 

@@ -12,6 +12,7 @@ the roles that act on it, each in its own module:
   (events stream, parent mesh, webhook);
 - `_timeline.py`: the events, published and kept for the dashboard;
 - `_boot.py`: at start, adopt what runs and start the rest;
+- `_split.py`: refuse, then report, a keyed actor served twice on one partition;
 - `_history.py`: read the events back, and carry on counting from them.
 """
 
@@ -38,6 +39,7 @@ from ._history import load_events, rebuild
 from ._mailboxes import MailboxMonitor
 from ._options import SupervisorOptions
 from ._restarts import Restarter
+from ._split import SplitWatch
 from ._state import GroupRuntime, SupervisorState
 from ._tasks import STOP_STEP, TaskSet, bounded, cancel_all
 from ._timeline import TIMELINE, Timeline, TimelineEntry
@@ -75,6 +77,7 @@ class Supervisor(SupervisorState):
         self.detector = Detector(self, self.backend, self.timeline)
         self.escalator = Escalator(self, self.timeline, self.tasks)
         self.restarter = Restarter(self, self.backend, self.timeline, self.detector, self.escalator)
+        self.splits = SplitWatch(self, self.timeline)
         self.backend.bind(self.detector.on_exit)
         self.mailboxes: MailboxMonitor | None = None
         self.stopped = asyncio.Event()
@@ -116,6 +119,7 @@ class Supervisor(SupervisorState):
         self.status = "running"
         self._loop(self.detector.monitor_loop(), "monitor")
         self._loop(self.detector.mailbox_loop(self.mailboxes), "mailboxes")
+        self._loop(self.splits.loop(), "splits")
         log.info(
             "supervisor %s running: %d groups, %d workers, backend %s",
             self.sup.name, len(self.groups), len(self.slots), self.backend.name,

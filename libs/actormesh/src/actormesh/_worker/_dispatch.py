@@ -10,6 +10,13 @@ are started one per loop turn while ready work is waiting, up to
 runner, while handlers that block get the full concurrency within a few loop
 turns. A runner whose queue is empty ends, and so does an idle key's lane: no
 per-key state outlives its messages.
+
+A runner never ends holding a message. `process` settles each message itself;
+if it raises anyway (a bug, an interceptor, `SystemExit` from a handler), the
+message is settled here through `Failed.unsettled` (nak with backoff, or dead
+letter at the last delivery). The worker, not the consumer, decides which
+delivery is the last: a message delivered more than `max_deliver` times (its
+dead-lettering failed before) goes to `Failed.exhausted`, without running again.
 """
 
 from __future__ import annotations
@@ -18,16 +25,29 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 
-from .._subjects import KEYLESS
+from .._subjects import KEYLESS, deliveries_of
 from ._settle import Settler
 
-__all__ = ["Dispatcher", "key_of"]
+__all__ = ["Dispatcher", "Failed", "key_of"]
 
 log = logging.getLogger("actormesh.worker")
+
+#: The nak delay when even `Failed.unsettled` could not settle a message.
+_LAST_RESORT_DELAY = 1.0
+
+
+class Failed(Protocol):
+    """Settles what `process` left unsettled (the worker's `Failures`)."""
+
+    async def unsettled(self, key: str, msg: Msg, exc: BaseException) -> None:
+        """`process` raised `exc` holding `msg`: nak with backoff or dead-letter it."""
+
+    async def exhausted(self, key: str, msg: Msg) -> None:
+        """`msg` is past its last delivery: dead-letter it without running it."""
 
 
 def key_of(base: str, msg: Msg) -> str:
@@ -48,6 +68,8 @@ class Dispatcher:
         settler: Settler,
         process: Callable[[str, Msg], Awaitable[None]],
         accepting: Callable[[], bool],
+        failed: Failed | None = None,
+        max_deliver: int = 0,
     ) -> None:
         self._base = base
         self._cut = len(base)
@@ -55,6 +77,9 @@ class Dispatcher:
         self._settler = settler
         self._process = process
         self._accepting = accepting
+        self._failed = failed
+        #: Deliveries after which a message is dead-lettered unrun (0: no limit here).
+        self._max_deliver = max_deliver if failed is not None else 0
         self._limit = concurrency
         #: Messages ready to run: a keyless message, or the first of a key's lane.
         self._ready: deque[tuple[str, Msg]] = deque()
@@ -93,6 +118,18 @@ class Dispatcher:
     def key_of(self, msg: Msg) -> str:
         return key_of(self._base, msg)
 
+    def take_queued(self, key: str, limit: int) -> list[Msg]:
+        """Up to `limit` messages queued behind `key`'s running one, taken out of its
+        lane in order (the caller, running that key, now owns them)."""
+        lane = self._lanes.get(key)
+        if not lane:
+            return []
+        return [lane.popleft() for _ in range(min(limit, len(lane)))]
+
+    def busy(self, key: str) -> bool:
+        """Whether `key` has a message running or queued (a keyless actor always has)."""
+        return self._keyless or key in self._lanes
+
     def _start_runner(self) -> None:
         self._runners += 1
         task = self._starting = self.spawn(self._run(), "msg-runner")
@@ -107,8 +144,10 @@ class Dispatcher:
     async def _run(self) -> None:
         ready, lanes, process = self._ready, self._lanes, self._process
         keyed = not self._keyless
+        max_deliver, failed = self._max_deliver, self._failed
         self._starting = None
         key = ""
+        msg: Msg | None = None
         try:
             while ready:
                 key, msg = ready.popleft()
@@ -117,11 +156,14 @@ class Dispatcher:
                     self._start_runner()
                 while True:
                     try:
-                        await process(key, msg)
-                    except Exception:
-                        # `process` settles every message itself; reaching here is a bug.
-                        # The message stays held (a drain hands it back); carry on.
-                        log.exception("handling a message to key %r failed", key)
+                        if max_deliver and failed is not None and deliveries_of(msg) > max_deliver:
+                            await failed.exhausted(key, msg)
+                        else:
+                            await process(key, msg)
+                    except BaseException as exc:
+                        if _cancelled(exc):
+                            raise
+                        await self._unsettled(key, msg, exc)
                     if not keyed:
                         break
                     lane = lanes[key]
@@ -130,13 +172,37 @@ class Dispatcher:
                         break
                     msg = lane.popleft()
         except BaseException:
-            # Cancelled (a drain past its grace): the messages still held are handed
-            # back by the drain; forget this key's lane.
+            # Cancelled (a drain past its grace): give back this message and those
+            # queued behind it on its key (the drain hands back whatever is left).
+            back = [msg] if msg is not None else []
             if keyed:
-                lanes.pop(key, None)
+                back.extend(lanes.pop(key, ()))
+            if any(self._settler.holds(m) for m in back):
+                self.spawn(self._settler.hand_back(back), "handback")
             raise
         finally:
             self._runners -= 1
+
+    async def _unsettled(self, key: str, msg: Msg, exc: BaseException) -> None:
+        """`process` raised: whatever it was, the message must not stay held."""
+        log.error(
+            "handling a message to key %r raised %s: settling it here",
+            key,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        settler = self._settler
+        if not settler.holds(msg):
+            return
+        if self._failed is not None:
+            try:
+                await self._failed.unsettled(key, msg, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settling a failed message to key %r failed", key)
+        if settler.holds(msg):
+            await settler.nak(msg, _LAST_RESORT_DELAY)
 
     def cancel_work(self) -> None:
         """Cancel the running handlers (their messages are handed back by the drain)."""
@@ -157,3 +223,12 @@ class Dispatcher:
                     raise
             except Exception:  # noqa: S110 - a background task's end is not ours to report
                 pass
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether `exc` is this task being cancelled (a handler may raise a
+    CancelledError of its own, e.g. from a future it awaited: that is a failure)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

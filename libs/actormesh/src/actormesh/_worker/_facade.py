@@ -28,6 +28,7 @@ from .._errors import ConfigError
 from .._interceptor import WorkerInterceptor
 from .._mailbox import ensure_mailbox, ensure_system_streams
 from .._wire import HealthReport, Heartbeat, WorkerStats
+from ._containment import Containment
 from ._dispatch import Dispatcher
 from ._failures import Failures
 from ._handling import Handling
@@ -90,6 +91,10 @@ class Worker:
         self.redelivered = 0
         self.expired = 0
         self.restarts = 0
+        #: Instances stopped for being idle or over `max_instances` (their state is kept).
+        self.passivated = 0
+        #: Keys parked for failing past their restart intensity (see `_failures`).
+        self.parked = 0
         self.hb_seq = 0
         self.loop_lag = 0.0
         #: The port serving /metrics and /healthz, for heartbeats (set once bound).
@@ -107,6 +112,7 @@ class Worker:
         self._replies = Replies(mesh)
         self._reporter = StatusReporter(self)
         self._failures = Failures(self)
+        self._containment = Containment(self)
         self._handling = Handling(self, base=base)
         self._dispatcher = Dispatcher(
             base=base,
@@ -115,6 +121,8 @@ class Worker:
             settler=self._settler,
             process=self._handling.process,
             accepting=lambda: self.status == "running",
+            failed=self._failures,
+            max_deliver=self.spec.mailbox.max_deliver,
         )
         self._compose()
 
@@ -177,8 +185,10 @@ class Worker:
     async def start(self) -> None:
         mesh = self.mesh
         js, subjects = mesh.js, mesh.subjects
-        await ensure_system_streams(js, subjects)
+        await ensure_system_streams(js, subjects, replicas=self.spec.mailbox.replicas)
         await self._ensure_mailbox()
+        await self._containment.start()
+        await self._handling.start_state()
         self._compose()
         if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
             # nats-py's internals are as `_nats` expects: acks are written directly.
@@ -201,6 +211,8 @@ class Worker:
         await self._consumer.start()
         self._dispatcher.spawn(self._reporter.heartbeat_loop(), "heartbeat")
         self._dispatcher.spawn(self._settler.progress_loop(), "in-progress")
+        if self._handling.passivator.enabled:
+            self._dispatcher.spawn(self._handling.passivator.sweep_loop(), "passivation")
         await self._reporter.event("started")
         log.info(
             "worker %s serving %s (concurrency %d)",
@@ -280,6 +292,7 @@ class Worker:
         final: WorkerStatus = "escalated" if self.status == "escalated" else "stopped"
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._containment.stop()
         await self._handling.stop_all()
         await self._reporter.event(final)
         await self._reporter.publish_heartbeat(final)

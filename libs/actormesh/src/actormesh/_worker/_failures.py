@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -33,7 +32,6 @@ class Failures:
 
     def __init__(self, worker: Worker) -> None:
         self._w = worker
-        self._restart_times: deque[float] = deque()
 
     async def expired(self, inp: MessageInput, deadline: str) -> None:
         w = self._w
@@ -74,7 +72,13 @@ class Failures:
             exc,
             deliveries,
         )
-        await self.supervise(key, exc)
+        try:
+            await self.supervise(key, exc, inp.msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The message is settled below all the same, with the handler's reason.
+            log.exception("supervising %s/%s failed", w.actor_type, key)
         if inp.reply_to:
             # The asker is told at once and decides; the message is settled.
             await w._replies.error(inp.reply_to, exc)
@@ -92,29 +96,35 @@ class Failures:
         w.redelivered += 1
         await w._settler.nak(msg, w.spec.mailbox.redelivery_delay(deliveries))
 
-    async def supervise(self, key: str, exc: Exception) -> None:
+    async def supervise(self, key: str, exc: Exception, msg: Msg | None = None) -> None:
+        """Restart (or stop) the failed instance; contain the failure to its key
+        (`_containment`: count it once per message and per key, park the key past
+        its intensity) and escalate only when the process is failing."""
         w = self._w
         policy = w.spec.supervision
         if policy.on_error == "resume":
             return
-        now = time.monotonic()
-        window = self._restart_times
-        window.append(now)
-        while window and now - window[0] > policy.within:
-            window.popleft()
         w.restarts += 1
         w._handling.report("restarted", None, 0.0)
         instances = w._handling.instances
-        old = instances.pop(key, None)
+        old = w._handling.drop(key)
         if old is not None:
             await w._handling.stop_instance(key, old)
-        if len(window) > policy.max_restarts:
-            await self._escalate(exc, len(window), policy.within)
+        try:
+            # No instance to drop: its activation (on_start) is what failed.
+            verdict = await w._containment.failed(key, msg, activated=old is not None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as internal:
+            log.exception("supervision of %s/%s failed", w.actor_type, key)
+            verdict = ("internal_error", {"error": f"{type(internal).__name__}: {internal}"})
+        if verdict is not None:
+            await self._escalate(exc, *verdict)
             return
         if policy.on_error == "restart" and old is not None:
-            fresh = w.spec.cls()
-            fresh.key = key
             try:
+                # Restart means reload: the committed state, not the failed run's.
+                fresh = await w._handling.fresh_instance(key)
                 await fresh.on_restart(exc)
             except Exception:
                 log.exception(
@@ -125,45 +135,101 @@ class Failures:
                 return
             instances[key] = fresh
 
-    async def _escalate(self, exc: Exception, restarts: int, within: float) -> None:
+    async def _escalate(self, exc: Exception, rule: str, detail: dict[str, str]) -> None:
+        """The process is failing (`rule`, see `_containment`): drain and exit 3."""
         w = self._w
         if w.status == "escalated":
             return
+        policy = w.spec.supervision
         log.error(
-            "%s: %d restarts within %.0fs (intensity %d): escalating and exiting",
+            "%s: escalating and exiting: %s %s within %.0fs (last failure %s: %s)",
             w.id,
-            restarts,
-            within,
-            w.spec.supervision.max_restarts,
+            rule,
+            detail,
+            policy.within,
+            type(exc).__name__,
+            exc,
         )
         w.status = "escalated"
         w.exit_code = EXIT_ESCALATED
         await w._reporter.event(
             "escalated",
-            reason=f"{type(exc).__name__}: {exc}",
-            detail={"restarts": str(restarts), "within": str(within)},
+            reason=f"{rule}: {type(exc).__name__}: {exc}",
+            detail={**detail, "rule": rule, "within": str(policy.within)},
         )
         # Unfinished messages stay in JetStream for the next worker.
         w.request_drain(grace=min(5.0, w.config.drain_grace))
 
+    async def unsettled(self, key: str, msg: Msg, exc: BaseException) -> None:
+        """Processing raised past its own failure handling (a bug, an interceptor,
+        a `SystemExit` or `KeyboardInterrupt` from a handler): nak with backoff,
+        or dead-letter at the last delivery. The worker carries on; nothing is
+        supervised, the key's instance is left as it is."""
+        w = self._w
+        w.failed += 1
+        deliveries = deliveries_of(msg)
+        mailbox = w.spec.mailbox
+        if deliveries >= mailbox.max_deliver:
+            await self.dead_letter(
+                msg,
+                code="internal_error",
+                type_=type(exc).__name__,
+                message=f"handling raised {_describe(exc)}",
+                deliveries=deliveries,
+            )
+            return
+        w.redelivered += 1
+        await w._settler.nak(msg, mailbox.redelivery_delay(deliveries))
+
+    async def exhausted(self, key: str, msg: Msg) -> None:
+        """Delivered past `max_deliver`: its last delivery did not settle it (the
+        dead-letter stream refused it, a crash, a lost ack). Dead-letter it now,
+        with the reason its last delivery failed if this process knows it."""
+        w = self._w
+        deliveries = deliveries_of(msg)
+        reason = _unstored.get(
+            (w.mesh.subjects.mailbox_stream(w.actor_type), stream_seq_of(msg)),
+            (
+                "max_deliver_exceeded",
+                "DeliveriesExhausted",
+                f"delivered {deliveries} times, past max_deliver "
+                f"{w.spec.mailbox.max_deliver}: its last delivery did not settle it "
+                "(a failed dead-lettering, a crash or a lost ack)",
+            ),
+        )
+        code, type_, message = reason
+        await self.dead_letter(msg, code=code, type_=type_, message=message, deliveries=deliveries)
+
     async def dead_letter(
         self, msg: Msg, *, code: str, type_: str, message: str, deliveries: int | None = None
     ) -> None:
+        """Store `msg` in the dead-letter stream with the reason, then ack it. If
+        the stream refuses or is unreachable, nak it with backoff: it comes back
+        past `max_deliver` and `exhausted` tries again, until the stream is back."""
         w = self._w
         deliveries = deliveries_of(msg) if deliveries is None else deliveries
         seq = stream_seq_of(msg)
+        stream = w.mesh.subjects.mailbox_stream(w.actor_type)
         subject = w._handling.mailbox_subject(msg)
+        # One line each: a handler's own error code or message may hold line breaks.
+        code, type_ = "".join(code.split())[:200], "".join(type_.split())[:200]
+        message = " ".join(message.split())[:1000]
+        # The sender's headers go along, but not the server's own (`Nats-*`: an
+        # expected-stream or TTL header meant for the mailbox would make the
+        # dead-letter stream refuse the message, every time) nor the reply inbox.
         headers = {
-            k: v for k, v in (msg.headers or {}).items() if k not in (Hdr.REPLY_TO, Hdr.MSG_ID)
+            k: v
+            for k, v in (msg.headers or {}).items()
+            if k != Hdr.REPLY_TO and not k.lower().startswith("nats-")
         }
         headers.update(
             {
                 # Dead-lettering the same stored message twice (a crash between the two
                 # steps below) is deduplicated by the DLQ stream.
-                Hdr.MSG_ID: f"{w.mesh.subjects.mailbox_stream(w.actor_type)}:{seq}",
+                Hdr.MSG_ID: f"{stream}:{seq}",
                 Hdr.ERROR_CODE: code,
                 Hdr.ERROR_TYPE: type_,
-                Hdr.ERROR_MESSAGE: " ".join(message.split())[:1000],
+                Hdr.ERROR_MESSAGE: message,
                 Hdr.DELIVERIES: str(deliveries),
                 Hdr.WORKER: w.id,
                 Hdr.ORIGINAL_SUBJECT: subject,
@@ -171,19 +237,23 @@ class Failures:
                 Hdr.DEAD_AT: f"{time.time():.3f}",
             }
         )
+        data = _fit(msg.data, headers, w.mesh.nc.max_payload)
         try:
-            await w.mesh.publish(w.mesh.subjects.dlq(w.actor_type), msg.data, headers=headers)
+            await w.mesh.publish(w.mesh.subjects.dlq(w.actor_type), data, headers=headers)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error(
-                "dead-lettering %s seq %d failed (%r): keeping it in the mailbox",
+                "dead-lettering %s seq %d failed (%r): keeping it in the mailbox, "
+                "to try again at its next delivery",
                 w.actor_type,
                 seq,
                 exc,
             )
+            _remember((stream, seq), (code, type_, message))
             await w._settler.nak(msg, w.spec.mailbox.redelivery_delay(max(deliveries, 1)))
             return
+        _unstored.pop((stream, seq), None)
         await w._settler.ack(msg)
         w.dead_lettered += 1
         w._handling.report_raw("dead_lettered", msg)
@@ -192,3 +262,41 @@ class Failures:
             reason=f"{type_}: {message}"[:500],
             detail={"seq": str(seq), "subject": subject, "code": code},
         )
+
+
+#: Why messages whose dead-lettering failed were given up, by (mailbox stream,
+#: stream sequence): their next delivery is dead-lettered with that reason. Kept
+#: per process (workers of one type in a process share it), bounded; a message
+#: redelivered to another process gets the generic reason of `exhausted`.
+_unstored: dict[tuple[str, int], tuple[str, str, str]] = {}
+_UNSTORED_MAX = 10_000
+#: Set on a dead letter whose payload was cut to fit the server's max_payload:
+#: the original size in bytes.
+TRUNCATED = "Am-Truncated-From"
+
+
+def _remember(where: tuple[str, int], reason: tuple[str, str, str]) -> None:
+    _unstored.pop(where, None)
+    _unstored[where] = reason
+    while len(_unstored) > _UNSTORED_MAX:
+        del _unstored[next(iter(_unstored))]
+
+
+def _fit(data: bytes, headers: dict[str, str], max_payload: int) -> bytes:
+    """`data`, cut to fit with `headers` in one message: a mailbox message near
+    the size limit plus the reason headers must still reach the dead letters."""
+    size = 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    room = max_payload - size - 64  # the truncation header, below
+    if len(data) <= room + 64:
+        return data
+    headers[TRUNCATED] = str(len(data))
+    return data[: max(room, 0)]
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message`, even for an exception whose `str` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from .._actor import Actor, Context, Handler
+from .._errors import StateConflict
 from .._interceptor import (
     CallHandler,
     HandleMessage,
@@ -27,9 +29,12 @@ from .._interceptor import (
     overrides_outcome,
     report_outcome,
 )
-from .._subjects import deliveries_of
+from .._state import STATE_ATTR, StateSlot, StateStore
+from .._subjects import deliveries_of, stream_seq_of
 from .._wire import Hdr
+from ._batch import Prepared, StatefulBatch
 from ._dispatch import key_of
+from ._passivation import Passivator
 
 if TYPE_CHECKING:
     from ._facade import Worker
@@ -57,6 +62,19 @@ class Handling:
         self._calls: dict[type[Any], CallHandler] = {}
         self._plain_calls: frozenset[type[Any]] = frozenset()
         self._direct: frozenset[type[Any]] = frozenset()
+        #: Durable state (an actor that declares `state`), set up by `start_state`.
+        self.store: StateStore | None = None
+        #: Each live key's view of its state entry.
+        self._slots: dict[str, StateSlot] = {}
+        #: Messages acked without running: their effect was already in the state.
+        self.skipped = 0
+        self.passivator = Passivator(
+            self, spec.passivation, busy=lambda key: worker._dispatcher.busy(key)
+        )
+        self._touch = self.passivator.touch if self.passivator.enabled else None
+        #: Runs a key's queued messages together, one commit for all (durable state,
+        #: no interceptors); set by `compose`.
+        self.batch: StatefulBatch | None = None
         self.compose(())
 
     def compose(self, interceptors: tuple[WorkerInterceptor, ...]) -> None:
@@ -67,12 +85,14 @@ class Handling:
         self._direct = frozenset(
             message_type
             for message_type, handler in self._handlers.items()
-            if not interceptors and not handler.interceptors
+            if not interceptors and not handler.interceptors and self._w.spec.state_type is None
         )
         self._calls = {
             message_type: compose_handler((*interceptors, *handler.interceptors), _call_handler)
             for message_type, handler in self._handlers.items()
         }
+        wrapped = bool(interceptors) or any(h.interceptors for h in self._handlers.values())
+        self.batch = StatefulBatch(self) if self.store is not None and not wrapped else None
         # Handlers whose call nothing wraps (a tracer wraps the message only): `_handle`
         # calls them itself, one coroutine frame less per message.
         self._plain_calls = frozenset(
@@ -82,13 +102,24 @@ class Handling:
     # -- the flow ---------------------------------------------------------------------
 
     async def process(self, key: str, msg: Msg) -> None:
+        if self._touch is not None:
+            self._touch(key)
+        if self.batch is not None:
+            await self.batch.run(key, msg)
+            return
+        ready = await self.prepare(key, msg)
+        if ready is not None:
+            await self.run_prepared(ready)
+
+    async def prepare(self, key: str, msg: Msg) -> Prepared | None:
+        """Decode `msg`; None when it was settled here (an expired ask, bad input)."""
         w = self._w
         headers = msg.headers or {}
         reply_to = headers.get(Hdr.REPLY_TO)
         deadline = headers.get(Hdr.DEADLINE)
         if deadline is not None and _expired(deadline):
             await w._failures.expired(self._input(key, msg, headers, reply_to), deadline)
-            return
+            return None
         try:
             obj = self._decoder.decode(msg.data)
             handler = self._handlers[type(obj)]
@@ -96,7 +127,13 @@ class Handling:
             # Whatever decoding raises (bad UTF-8, nesting too deep, an unknown
             # type, no memory) is the input's fault: settle it now, never leave it held.
             await w._failures.bad_message(self._input(key, msg, headers, reply_to), exc)
-            return
+            return None
+        return Prepared(key, msg, headers, reply_to, obj, handler)
+
+    async def run_prepared(self, ready: Prepared) -> None:
+        """Run a decoded message through the handling chain, then ack it."""
+        w = self._w
+        key, msg, headers, reply_to, obj, handler = ready
         if type(obj) in self._direct:
             await self._direct_call(key, msg, headers, reply_to, obj, handler)
             return
@@ -147,6 +184,11 @@ class Handling:
             inp.actor = self.instances.get(key)
             await w._failures.handler_failed(inp, exc)
             return
+        except BaseException:
+            # Not a failure of the handler's (SystemExit and the like): the dispatcher
+            # settles the message; the count must not leak.
+            w.in_flight -= 1
+            raise
         w.in_flight -= 1
         if reply_to and (ctx is None or not ctx.replied):
             await w._replies.value(reply_to, result)
@@ -180,16 +222,13 @@ class Handling:
                 inp.context = self._context(
                     inp.key, inp.subject, inp.headers, inp.msg, reply_to, inp._deliveries
                 )
-            message = inp.message
-            if handler is not None and type(message) in self._plain_calls:
-                if handler.wants_context:
-                    result = handler.fn(instance, message, inp.context)
-                else:
-                    result = handler.fn(instance, message)
-                if handler.is_async:
-                    result = await result
+            if self.store is None:
+                result = await self._call(inp, instance)
             else:
-                result = await self._calls[type(message)](inp)
+                result = await self._call_stateful(inp, instance)
+                if result is _SKIPPED:
+                    w.in_flight -= 1
+                    return None
         except asyncio.CancelledError:
             w.in_flight -= 1
             raise
@@ -202,11 +241,69 @@ class Handling:
             # span covers them, and their log lines carry its ids.
             await w._failures.handler_failed(inp, exc)
             return exc
+        except BaseException:
+            # Not a failure of the handler's (SystemExit and the like): the dispatcher
+            # settles the message; the count must not leak.
+            w.in_flight -= 1
+            raise
         w.in_flight -= 1
         ctx = inp.context
         if reply_to and (ctx is None or not ctx.replied):
             await w._replies.value(reply_to, result)
         return None
+
+    async def _call(self, inp: MessageInput, instance: Actor) -> Any:
+        handler, message = inp.handler, inp.message
+        if handler is not None and type(message) in self._plain_calls:
+            if handler.wants_context:
+                result = handler.fn(instance, message, inp.context)
+            else:
+                result = handler.fn(instance, message)
+            if handler.is_async:
+                result = await result
+            return result
+        return await self._calls[type(message)](inp)
+
+    async def _call_stateful(self, inp: MessageInput, instance: Actor) -> Any:
+        """Run the handler and commit the state it changed, before the ack.
+
+        A message whose effect is already in the state is not run (`_SKIPPED`). A
+        compare-and-set conflict reloads the state and runs the handler again."""
+        store, key = self.store, inp.key
+        if store is None:  # never: only called with a store
+            raise RuntimeError("stateful call without a state store")
+        seq = stream_seq_of(inp.msg)
+        for attempt in range(_MAX_CONFLICTS):
+            if attempt > 1:
+                # Two writers on one key that keep colliding: a random pause lets one
+                # of them through (writers on one key are a misconfiguration anyway).
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
+            slot = self._slots[key]
+            if slot.contains(seq):
+                self.skipped += 1
+                slot.acked.append(seq)  # acked next, before this key's next commit
+                return _SKIPPED
+            result = await self._call(inp, instance)
+            raw = store.changed(slot, getattr(instance, STATE_ATTR))
+            if raw is not None:
+                try:
+                    await store.commit(key, slot, raw, [seq])
+                except StateConflict:
+                    instance = await self._reload(key, instance)
+                    inp.actor = instance
+                    continue
+            slot.acked.append(seq)
+            return result
+        raise StateConflict(store.bucket, key, expected=self._slots[key].revision)
+
+    async def _reload(self, key: str, instance: Actor) -> Actor:
+        """The state as committed now, into the live instance."""
+        store = self.store
+        if store is None:
+            return instance
+        state, self._slots[key] = await store.load(key)
+        setattr(instance, STATE_ATTR, state)
+        return instance
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -263,14 +360,60 @@ class Handling:
             headers=headers,
             deliveries=deliveries or deliveries_of(msg),
             reply=reply,
+            # A message published without an id is known by its stream sequence.
+            origin=headers.get(Hdr.MSG_ID) or f"seq{stream_seq_of(msg)}",
         )
 
-    async def _new_instance(self, key: str) -> Actor:
+    async def fresh_instance(self, key: str) -> Actor:
+        """A new instance for `key`, with its committed state loaded (no hook run)."""
         instance = self._w.spec.cls()
         instance.key = key
+        if self.store is not None:
+            await self._reload(key, instance)
+        return instance
+
+    async def _new_instance(self, key: str) -> Actor:
+        instance = await self.fresh_instance(key)
         await instance.on_start()
         self.instances[key] = instance
+        if self._touch is not None:
+            self._touch(key)
+            await self.passivator.admitted()
         return instance
+
+    async def start_state(self) -> None:
+        """Bind the state bucket (an actor that declares `state`) and keep its ack floor."""
+        w = self._w
+        state_type = w.spec.state_type
+        if state_type is None:
+            return
+        subjects = w.mesh.subjects
+        self.store = StateStore(
+            w.mesh,
+            actor_type=self._actor_type,
+            state_type=state_type,
+            mailbox=w.spec.mailbox,
+            stream=subjects.mailbox_stream(self._actor_type),
+            durable=subjects.consumer(self._actor_type, w.partition),
+        )
+        await self.store.ensure()
+        w._dispatcher.spawn(self.store.floor_loop(), "state-floor")
+
+    async def passivate(self, key: str) -> None:
+        """Stop and drop a live instance; its committed state stays in the bucket."""
+        instance = self.instances.pop(key, None)
+        self._slots.pop(key, None)
+        self.passivator.forget(key)
+        if instance is None:
+            return
+        self._w.passivated += 1
+        await self.stop_instance(key, instance)
+
+    def drop(self, key: str) -> Actor | None:
+        """Forget a live instance (supervision replaces or stops it)."""
+        self._slots.pop(key, None)
+        self.passivator.forget(key)
+        return self.instances.pop(key, None)
 
     async def stop_instance(self, key: str, instance: Actor) -> None:
         try:
@@ -282,6 +425,7 @@ class Handling:
         for key, instance in list(self.instances.items()):
             await self.stop_instance(key, instance)
         self.instances.clear()
+        self._slots.clear()
 
 
 async def _call_handler(inp: MessageInput) -> Any:
@@ -295,6 +439,12 @@ async def _call_handler(inp: MessageInput) -> Any:
     if handler.is_async:
         result = await result
     return result
+
+
+#: What `_call_stateful` returns for a message already applied.
+_SKIPPED: Any = object()
+#: Compare-and-set conflicts in a row before the message counts as failed.
+_MAX_CONFLICTS = 32
 
 
 def _expired(deadline: str) -> bool:

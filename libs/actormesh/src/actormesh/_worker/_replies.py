@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,6 +49,11 @@ class Replies:
         headers: dict[str, str] | None,
         error: BaseException | None,
     ) -> None:
+        if not _publishable(reply_to):
+            # From a header anyone can set: a subject past the server's control line
+            # would make it close our connection, acks and all.
+            log.warning("reply not sent: %r is not a subject to publish to", reply_to[:100])
+            return
         mesh = self._mesh
         tracer = mesh.tracer
         try:
@@ -63,3 +69,16 @@ class Replies:
             raise
         except Exception as exc:
             log.warning("reply to %s not sent: %r", reply_to, exc)
+
+
+#: Whitespace, an empty token, or a wildcard token.
+_NOT_LITERAL = re.compile(r"\s|^\.|\.\.|\.$|(?:^|\.)[*>](?:\.|$)")
+#: The longest reply subject answered (the server's control line is 4 KiB).
+MAX_REPLY_SUBJECT = 1024
+
+
+def _publishable(subject: str) -> bool:
+    """A literal subject: tokens neither empty nor wildcards, no whitespace, short."""
+    return (
+        0 < len(subject) <= MAX_REPLY_SUBJECT // 4 or 0 < len(subject.encode()) <= MAX_REPLY_SUBJECT
+    ) and _NOT_LITERAL.search(subject) is None

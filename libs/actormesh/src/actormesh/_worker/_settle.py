@@ -84,6 +84,17 @@ class Settler:
             log.warning("nak failed (%r): the message returns after ack_wait", exc)
         self._release(msg)
 
+    def holds(self, msg: Msg) -> bool:
+        """Whether `msg` is still ours to settle."""
+        return id(msg) in self.held
+
+    async def hand_back(self, msgs: list[Msg]) -> None:
+        """Nak those of `msgs` still held, for redelivery now (a runner cancelled
+        mid-message gives its message and its lane back this way)."""
+        for msg in msgs:
+            if id(msg) in self.held:
+                await self.nak(msg, 0.0)
+
     async def hand_back_all(self) -> None:
         for msg, _ in list(self.held.values()):
             await self.nak(msg, 0.0)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from .._version import VERSION
 from .._wire import (
@@ -32,6 +33,7 @@ log = logging.getLogger("actormesh.worker")
 
 _encoder = msgspec.json.Encoder()
 _control = msgspec.json.Decoder(ControlRequest)
+_peer_hb = msgspec.json.Decoder(Heartbeat)
 
 Health = Literal["healthy", "degraded", "unhealthy"]
 _ORDER: dict[str, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -42,6 +44,8 @@ class StatusReporter:
 
     def __init__(self, worker: Worker) -> None:
         self._w = worker
+        #: Other workers seen serving our keys (warned about once each).
+        self._split_with: set[str] = set()
 
     # -- heartbeats ---------------------------------------------------------------------
 
@@ -67,6 +71,10 @@ class StatusReporter:
             metrics_port=w.metrics_port,
             partition=-1 if w.partition is None else w.partition,
             sent_at=time.time(),
+            keyed=not w.spec.keyless,
+            instances=len(w._handling.instances),
+            passivated=w.passivated,
+            parked=w.parked,
         )
 
     async def publish_heartbeat(self, status: str | None = None) -> None:
@@ -87,13 +95,67 @@ class StatusReporter:
         interval = w.config.heartbeat_interval
         loop = asyncio.get_running_loop()
         expected = loop.time()
-        while True:
-            # A busy handler awaits and yields; only a blocked loop delays this tick,
-            # and the lag it measures tells the supervisor so.
-            w.loop_lag = max(0.0, loop.time() - expected)
-            await self.publish_heartbeat()
-            expected = loop.time() + interval
-            await asyncio.sleep(interval)
+        peers = await self._watch_peers()
+        try:
+            while True:
+                # A busy handler awaits and yields; only a blocked loop delays this tick,
+                # and the lag it measures tells the supervisor so.
+                w.loop_lag = max(0.0, loop.time() - expected)
+                await self.publish_heartbeat()
+                expected = loop.time() + interval
+                await asyncio.sleep(interval)
+        finally:
+            if peers is not None:
+                with contextlib.suppress(Exception):
+                    await peers.unsubscribe()
+
+    # -- split warning ------------------------------------------------------------------
+
+    async def _watch_peers(self) -> Subscription | None:
+        """Listen to our type's heartbeats when keyed and unpartitioned: another worker
+        there splits each key's messages and in-memory state with us (the supervisor
+        reports it as an event too; this is the worker's own log line).
+
+        Only there: a keyed unpartitioned type has one worker, so this costs one
+        message per heartbeat; with N partition workers it would cost N squared, and
+        the supervisor watches partitions on its own.
+        """
+        w = self._w
+        if w.spec.keyless or w.partition is not None:
+            return None
+        try:
+            return await w.mesh.nc.subscribe(
+                w.mesh.subjects.heartbeat(w.actor_type, "*"), cb=self._on_peer
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("not watching other workers of %s: %r", w.actor_type, exc)
+            return None
+
+    async def _on_peer(self, msg: Msg) -> None:
+        w = self._w
+        try:
+            hb = _peer_hb.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if (
+            hb.worker == w.id
+            or not hb.keyed
+            or hb.partition != -1
+            or hb.status != "running"
+            or w.status != "running"
+            or hb.worker in self._split_with
+        ):
+            return
+        self._split_with.add(hb.worker)
+        log.warning(
+            "worker %s (pid %d on %s) also serves the unpartitioned mailbox of keyed actor "
+            "%s: each key's messages and in-memory state are split between us; partition "
+            "the mailbox (MailboxConfig(partitions=N)) with one worker per partition, or "
+            "run one worker",
+            hb.worker, hb.pid, hb.host, w.actor_type,
+        )  # fmt: skip
 
     # -- events -------------------------------------------------------------------------
 
@@ -136,6 +198,9 @@ class StatusReporter:
             restarts=w.restarts,
             instances=len(w._handling.instances),
             uptime=time.time() - w.started_at,
+            keyed=not w.spec.keyless,
+            passivated=w.passivated,
+            parked=w.parked,
         )
 
     def health(self) -> HealthReport:

@@ -265,6 +265,16 @@ class _WorkerCollector(Collector):
             stats.instances,
         )
         yield counter(
+            "actormesh_passivations",
+            "Actor instances passivated (idle, or over max_instances); their state is kept.",
+            stats.passivated,
+        )
+        yield gauge(
+            "actormesh_parked_keys",
+            "Keys parked now for failing past their restart intensity (messages wait).",
+            stats.parked,
+        )
+        yield counter(
             "actormesh_redeliveries",
             "Failed messages handed back to the broker for a later redelivery.",
             w.redelivered,

@@ -50,7 +50,7 @@ const HEALTH = {
 };
 const KIND = {
   failed: "bad", escalated: "bad", dead_lettered: "warn", restarted: "info",
-  started: "ok", adopted: "ok", stopped: "idle",
+  started: "ok", adopted: "ok", stopped: "idle", split_detected: "bad",
 };
 
 function pill(word) {
@@ -210,7 +210,9 @@ function render(snap) {
   else if (!s.connected) banner("The supervisor has lost its NATS connection; data may be stale.");
   else {
     const failed = snap.groups.filter((g) => g.status === "failed");
-    banner(failed.length ? `Group ${failed.map((g) => g.name).join(", ")} failed: restarting stopped (escalated).` : "");
+    const splits = snap.splits || [];
+    if (failed.length) banner(`Group ${failed.map((g) => g.name).join(", ")} failed: restarting stopped (escalated).`);
+    else banner(splits.map((x) => x.message).join(" · "));
   }
   renderSummary(snap);
   renderWorkers(snap);
@@ -262,12 +264,12 @@ function renderWorkers(snap) {
       }
     }
     if (others.length) {
-      rows.push(h("tr", { class: "group-row" }, h("td", { colspan: 11 },
+      rows.push(h("tr", { class: "group-row" }, h("td", { colspan: 12 },
         h("div", { class: "group-title" }, h("b", {}, "Not supervised here"),
           h("span", { class: "muted" }, "workers heartbeating on this mesh that belong to no child of this supervisor")))));
       for (const w of others) rows.push(workerRow(w.id, false, false));
     }
-    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 11, class: "empty" }, "No groups in mesh.toml and no heartbeats yet.")));
+    if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 12, class: "empty" }, "No groups in mesh.toml and no heartbeats yet.")));
     body.replaceChildren(...rows);
   }
   for (const g of snap.groups) updateGroupRow(g);
@@ -280,7 +282,7 @@ function renderWorkers(snap) {
 
 function groupRow(g, canRestart) {
   return h("tr", { class: "group-row", dataset: { group: g.name } },
-    h("td", { colspan: 11 },
+    h("td", { colspan: 12 },
       h("div", { class: "group-title" },
         h("b", {}, g.name),
         h("span", { class: "tag strong" }, g.strategy.replaceAll("_", " ")),
@@ -310,14 +312,14 @@ function updateGroupRow(g) {
 
 function childRow(c) {
   return h("tr", { class: "child-row" },
-    h("td", { colspan: 11 },
+    h("td", { colspan: 12 },
       h("b", {}, c.name), "  ",
       h("code", {}, c.run), "  ·  ",
       `${c.restart} · ${c.replicas} replica${c.replicas === 1 ? "" : "s"} · shutdown grace ${c.shutdown_grace}s`));
 }
 
 function workerRow(id, canRestart, supervised) {
-  const cells = ["id", "health", "hb", "inflight", "rate", "handled", "failures", "restarts", "lag", "pid"]
+  const cells = ["id", "health", "hb", "inflight", "rate", "handled", "keys", "failures", "restarts", "lag", "pid"]
     .map((f) => h("td", { "data-field": f, class: f === "id" || f === "health" ? "" : "num" }));
   cells[0].append(h("span", { class: "wid" }, id), h("span", { class: "detail", "data-field": "sub" }));
   const buttons = [];
@@ -333,15 +335,27 @@ function workerRow(id, canRestart, supervised) {
       onclick: () => action(`drain ${id}`, "POST", `/api/workers/${encodeURIComponent(id)}/drain`),
     }, "Drain"));
   }
+  // Shown while the worker has parked keys: sends them back to their mailbox.
+  const release = h("button", {
+    class: "btn small ghost", "data-needs-login": true, "data-action": "release", hidden: true,
+    title: "Release the keys parked for failing past their restart intensity",
+    onclick: () => {
+      const type = release.dataset.actorType;
+      action(`release parked ${type} keys`, "POST", `/api/parked/${encodeURIComponent(type)}/release`, { all: true });
+    },
+  }, "Release parked");
+  buttons.push(release);
   return h("tr", { class: supervised ? "worker-row" : "worker-row unsupervised", dataset: { worker: id } },
     cells, h("td", { class: "actions" }, buttons));
 }
 
 function updateWorkerRow(tr, w, sup) {
   const f = (name) => tr.querySelector(`[data-field="${name}"]`);
-  const sub = [w.actor_type, w.adopted ? "adopted" : "", w.last_failure ? `last failure: ${w.last_failure}` : ""]
+  const split = w.split_with && w.split_with.length ? `split with ${w.split_with.join(", ")}` : "";
+  const sub = [w.actor_type, w.adopted ? "adopted" : "", split, w.last_failure ? `last failure: ${w.last_failure}` : ""]
     .filter(Boolean).join(" · ");
   setText(f("sub"), sub);
+  setClass(f("sub"), split ? "detail bad" : "detail");
   const health = f("health");
   if (health.dataset.word !== w.health) {
     health.dataset.word = w.health;
@@ -362,6 +376,12 @@ function updateWorkerRow(tr, w, sup) {
   setText(f("inflight"), fmt(w.in_flight));
   setText(f("rate"), w.throughput.toFixed(1));
   setText(f("handled"), fmt(w.handled));
+  // Live instances / passivated so far / keys parked now.
+  setText(f("keys"), `${fmt(w.instances || 0)} / ${fmt(w.passivated || 0)} / ${fmt(w.parked || 0)}`);
+  setClass(f("keys"), `num ${w.parked ? "warn-text" : ""}`);
+  const release = tr.querySelector('[data-action="release"]');
+  release.dataset.actorType = w.actor_type;
+  release.hidden = !w.parked;
   setText(f("failures"), `${fmt(w.failures)}${w.failed ? ` (${fmt(w.failed)} msgs)` : ""}`);
   setText(f("restarts"), fmt(w.restarts));
   setText(f("lag"), `${Math.round(w.loop_lag * 1000)} ms`);

@@ -1,0 +1,220 @@
+"""Durable actor state on a real broker: load, compare-and-set, exactly-once
+effect, restart means reload, passivation, deterministic ids of handler sends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import msgspec
+import pytest
+
+from actormesh import Actor, ConfigError, MailboxConfig, Mesh, Message, WorkerConfig
+from actormesh._state import StateEnvelope, kv_key
+from actormesh.testing import running_worker
+from tests.actors_state import Add, Forward, Ledger, PassiveLedger, ResumingLedger, Tally, Total
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    Ledger.starts.clear()
+    Ledger.stops.clear()
+    Ledger.runs.clear()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def stored(mesh: Mesh, actor_type: str, key: str) -> tuple[Tally, StateEnvelope]:
+    kv = await mesh.js.key_value(mesh.subjects.state_bucket(actor_type))
+    entry = await kv.get(kv_key(key))
+    envelope = msgspec.json.decode(entry.value or b"", type=StateEnvelope)
+    return msgspec.json.decode(envelope.state, type=Tally), envelope
+
+
+async def test_state_survives_the_worker(mesh: Mesh) -> None:
+    ref = mesh.ref(Ledger, "acct:1")  # ":" is escaped in the KV key
+    async with running_worker(mesh, Ledger):
+        for _ in range(20):
+            await ref.tell(Add(by=2))
+        assert await ref.ask(Total(), timeout=10) == 40
+    state, envelope = await stored(mesh, "ledger", "acct:1")
+    assert state.n == 40
+    assert envelope.floor + len(envelope.applied) > 0
+    # A new worker (a new process would do the same) loads it back.
+    async with running_worker(mesh, Ledger):
+        assert await ref.ask(Total(), timeout=10) == 40
+        await ref.tell(Add(by=1))
+        assert await ref.ask(Total(), timeout=10) == 41
+
+
+async def test_a_message_already_applied_is_acked_without_running(mesh: Mesh) -> None:
+    """A crash between the commit and the ack: simulated by dropping the first ack,
+    so the broker delivers the message again after ack_wait (2 s here)."""
+    ref = mesh.ref(Ledger, "k")
+    async with running_worker(mesh, Ledger) as worker:
+        settler = worker._settler
+        real_ack = settler.ack
+        dropped: list[int] = []
+
+        async def lose_first_ack(msg: object) -> None:
+            if not dropped:
+                dropped.append(1)
+                settler._release(msg)  # type: ignore[arg-type]
+                return
+            await real_ack(msg)  # type: ignore[arg-type]
+
+        settler.ack = lose_first_ack  # type: ignore[method-assign]
+        await ref.tell(Add(by=5))
+        await eventually(lambda: worker._handling.skipped == 1)
+        settler.ack = real_ack  # type: ignore[method-assign]
+        assert await ref.ask(Total(), timeout=10) == 5
+    state, _ = await stored(mesh, "ledger", "k")
+    assert state.n == 5
+
+
+async def test_restart_reloads_the_committed_state(mesh: Mesh) -> None:
+    ref = mesh.ref(Ledger, "r")
+    config = WorkerConfig()
+    async with running_worker(mesh, Ledger, config) as worker:
+        await ref.tell(Add(by=10))
+        assert await ref.ask(Total(), timeout=10) == 10
+        # Changes the state to 11, then raises: not committed; the instance restarts
+        # from 10. The message is retried (max_deliver 5) and fails every time.
+        await ref.tell(Add(by=1, fail=True))
+        await eventually(lambda: worker.dead_lettered == 1)
+        assert await ref.ask(Total(), timeout=10) == 10
+        assert worker.restarts >= 1
+    state, _ = await stored(mesh, "ledger", "r")
+    assert state.n == 10
+
+
+async def test_resume_keeps_the_memory(mesh: Mesh) -> None:
+    ref = mesh.ref(ResumingLedger, "r")
+    async with running_worker(mesh, ResumingLedger) as worker:
+        await ref.tell(Add(by=10))
+        await ref.tell(Add(by=1, fail=True))
+        await eventually(lambda: worker.dead_lettered == 1)
+        # Each of the 5 failing deliveries added 1 to the live instance's state.
+        assert await ref.ask(Total(), timeout=10) == 15
+        await ref.tell(Add(by=0))  # a change-free message commits nothing
+        await ref.tell(Add(by=1))  # this one commits the memory as it is
+        assert await ref.ask(Total(), timeout=10) == 16
+    state, _ = await stored(mesh, "ledger-resume", "r")
+    assert state.n == 16
+
+
+async def test_two_workers_on_one_key_lose_no_update(mesh: Mesh) -> None:
+    """Two workers forced onto one unpartitioned mailbox and one key: the
+    compare-and-set reloads and re-runs, every increment is counted once."""
+    ref = mesh.ref(Ledger, "shared")
+    config = WorkerConfig(prefetch=32)
+    async with running_worker(mesh, Ledger, config) as a, running_worker(mesh, Ledger, config) as b:
+        await ref.tell_many([Add(by=1) for _ in range(600)])
+        await eventually(lambda: a.handled + b.handled >= 600, timeout=60)
+        assert a.handled > 0 and b.handled > 0, "both workers took messages"
+        stores = [w._handling.store for w in (a, b)]
+        assert sum(s.conflicts for s in stores if s is not None) > 0, "they did conflict"
+    state, _ = await stored(mesh, "ledger", "shared")
+    assert state.n == 600
+
+
+async def test_passivation_keeps_state_and_bounds_instances(mesh: Mesh) -> None:
+    async with running_worker(mesh, PassiveLedger) as worker:
+        for key in ("a", "b", "c", "d", "e"):
+            await mesh.ref(PassiveLedger, key).tell(Add(by=3))
+        await eventually(lambda: worker.handled >= 5)
+        # max_instances=3: at no point more than 3 live, the oldest went first.
+        assert len(worker._handling.instances) <= 3
+        assert "a" in Ledger.stops
+        # idle_after=0.2 s: every instance is passivated when idle.
+        await eventually(lambda: not worker._handling.instances)
+        assert worker.passivated == 5
+        # The next message activates the key again, with its state loaded.
+        assert await mesh.ref(PassiveLedger, "a").ask(Total(), timeout=10) == 3
+        assert Ledger.starts.count("a") == 2
+
+
+async def test_handler_sends_are_deduplicated_when_it_runs_again(mesh: Mesh) -> None:
+    """`Forward` tells the sink, then fails twice: it runs three times, the
+    target mailbox stores its tell once (the same derived Nats-Msg-Id)."""
+    sink = mesh.ref(Ledger, "sink")
+    async with running_worker(mesh, Ledger) as worker:
+        await mesh.ref(Ledger, "src").tell(Forward(by=7, fail_times=2))
+        await eventually(lambda: sum(Ledger.runs.values()) == 3)
+        await eventually(lambda: worker.handled >= 2)
+        assert await sink.ask(Total(), timeout=10) == 7
+    info = await mesh.js.stream_info(mesh.subjects.mailbox_stream("ledger"))
+    # Forward, one Add to the sink, the two asks; the repeated tells were dropped.
+    assert info.state.messages <= 3
+
+
+def test_a_short_duplicate_window_is_refused() -> None:
+    class Hasty(Actor):
+        actor_type = "hasty"
+        mailbox = MailboxConfig(duplicate_window=10.0, ack_wait=30.0, max_deliver=3)
+        state: Tally
+
+        async def add(self, msg: Add) -> None: ...
+
+    from actormesh._actor import spec_of
+
+    with pytest.raises(ConfigError, match=r"duplicate_window 10s .* at least 60"):
+        spec_of(Hasty)
+
+
+class NoDefault(msgspec.Struct):
+    n: int
+
+
+class Ping(Message):
+    pass
+
+
+def test_state_must_be_a_struct_with_defaults() -> None:
+    from actormesh._actor import spec_of
+
+    class Bad(Actor):
+        actor_type = "bad-state"
+        state: NoDefault
+
+        async def add(self, msg: Add) -> None: ...
+
+    with pytest.raises(ConfigError, match="no arguments"):
+        spec_of(Bad)
+
+    class Keyless(Actor):
+        actor_type = "keyless-state"
+        keyless = True
+        state: Tally
+
+        async def ping(self, msg: Ping) -> None: ...
+
+    with pytest.raises(ConfigError, match="keyless"):
+        spec_of(Keyless)
+
+
+async def test_queued_messages_of_a_key_commit_together(mesh: Mesh) -> None:
+    """A burst to one key: the worker runs what waits in the key's lane and writes
+    the state once for all of it; a failing message in the middle does not take
+    the changes of the others with it."""
+    ref = mesh.ref(Ledger, "hot")
+    burst = [Add(by=1) for _ in range(300)]
+    burst[150] = Add(by=1000, fail=True)  # fails on every delivery: dead-lettered
+    async with running_worker(mesh, Ledger) as worker:
+        await ref.tell_many(burst)
+        await eventually(lambda: worker.handled >= 299 and worker.dead_lettered == 1, timeout=60)
+        store = worker._handling.store
+        assert store is not None
+        assert store.commits < 299, "several messages per commit"
+        assert await ref.ask(Total(), timeout=10) == 299
+    state, _ = await stored(mesh, "ledger", "hot")
+    assert state.n == 299
