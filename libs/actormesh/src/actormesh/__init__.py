@@ -18,6 +18,13 @@ from ._errors import (
     PayloadTooLarge,
     RemoteError,
     StateConflict,
+    ToolArgumentsInvalid,
+    ToolDenied,
+    ToolError,
+    ToolFailed,
+    ToolNotFound,
+    ToolRejected,
+    ToolTimeout,
 )
 from ._interceptor import (
     CallHandler,
@@ -29,6 +36,7 @@ from ._interceptor import (
 )
 from ._mesh import ActorRef, Mesh, Receipt
 from ._retry import RetryPolicy
+from ._tools import Grant, ToolBus, ToolSpec, tool
 from ._version import VERSION as __version__
 from ._wire import DeadLetterInfo, ErrorReply, Event, Heartbeat, Message
 from ._worker import Worker, WorkerStatus
@@ -47,6 +55,7 @@ __all__ = [
     "ErrorReply",
     "Event",
     "FullPolicy",
+    "Grant",
     "HandleMessage",
     "HandlerError",
     "HandlerInterceptor",
@@ -66,9 +75,19 @@ __all__ = [
     "RetryPolicy",
     "StateConflict",
     "SupervisionPolicy",
+    "ToolArgumentsInvalid",
+    "ToolBus",
+    "ToolDenied",
+    "ToolError",
+    "ToolFailed",
+    "ToolNotFound",
+    "ToolRejected",
+    "ToolSpec",
+    "ToolTimeout",
     "Worker",
     "WorkerConfig",
     "WorkerInterceptor",
     "WorkerStatus",
+    "tool",
     "__version__",
 ]

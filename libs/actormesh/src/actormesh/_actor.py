@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,12 @@ from ._errors import ConfigError
 from ._interceptor import HandlerInterceptor, handler_interceptors
 from ._state import state_type_of
 from ._subjects import check_actor_type
+from ._tools._declare import ToolSpec, tool_options, tool_spec
 from ._wire import Message
 
 if TYPE_CHECKING:
     from ._mesh import ActorRef, Mesh
+    from ._tools import ContextTools
 
 __all__ = ["Actor", "ActorSpec", "Context", "Handler", "spec_of"]
 
@@ -130,7 +133,27 @@ class Context:
         """
         ref = self.mesh.ref(actor, key)
         ref._ids = self._next_id
+        ref._principal = self.actor_type
+        ref._deadline = self.deadline
         return ref
+
+    @property
+    def deadline(self) -> float | None:
+        """The message's deadline (unix seconds), if its sender set one (asks do)."""
+        raw = self.headers.get("Am-Deadline")
+        if raw is None:
+            return None
+        try:
+            return int(raw) / 1000
+        except ValueError:
+            return None
+
+    @property
+    def tools(self) -> ContextTools:
+        """Call tools as this actor type (its principal), within this message's deadline."""
+        from ._tools import ContextTools
+
+        return ContextTools(self.mesh.tools, principal=self.actor_type, deadline=self.deadline)
 
     def _next_id(self) -> str:
         self._sends += 1
@@ -155,6 +178,8 @@ class Handler:
     #: The handler's own interceptors, innermost last (`@actormesh.patterns.policy`
     #: declares one); they run inside the worker-wide ones.
     interceptors: tuple[HandlerInterceptor, ...] = ()
+    #: Set when the handler is exposed as a tool (`@actormesh.tool`).
+    tool: ToolSpec | None = None
 
 
 _NO_PASSIVATION = Passivation()
@@ -175,6 +200,8 @@ class ActorSpec:
     #: The Struct declared as `state: T` (durable state), or None.
     state_type: type[msgspec.Struct] | None = None
     passivation: Passivation = _NO_PASSIVATION
+    #: The handlers exposed as tools.
+    tools: tuple[ToolSpec, ...] = ()
 
     def reply_type_for(self, message_type: type[Message]) -> Any:
         return self.handlers[message_type].reply_type
@@ -217,6 +244,7 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
     # A union always (the sentinel makes one of a single type), so a message without
     # its `type` tag is rejected rather than decoded as the only type.
     union: Any = Union[(*handlers, _NoMessage)]
+    handlers = {t: _as_tool(cls, actor_type, h) for t, h in handlers.items()}
     by_tag = {_tag_of(t): h for t, h in handlers.items()}
     spec = ActorSpec(
         cls=cls,
@@ -229,6 +257,7 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
         keyless=cls.keyless,
         state_type=_state_type(cls),
         passivation=cls.passivation,
+        tools=tuple(h.tool for h in handlers.values() if h.tool is not None),
     )
     if spec.state_type is not None:
         _check_duplicate_window(cls.__name__, cls.mailbox)
@@ -296,3 +325,21 @@ def _check_duplicate_window(name: str, mailbox: MailboxConfig) -> None:
             "by a handler that runs again could be stored twice. Raise duplicate_window "
             f"to at least {worst:g}, or lower max_deliver, ack_wait or the backoff."
         )
+
+
+def _as_tool(cls: type[Actor], actor_type: str, handler: Handler) -> Handler:
+    """`handler`, with its tool spec if `@tool` exposed it."""
+    options = tool_options(handler.fn)
+    if options is None:
+        return handler
+    spec = tool_spec(
+        actor_type=actor_type,
+        handler=handler.name,
+        fn=handler.fn,
+        message_type=handler.message_type,
+        tag=_tag_of(handler.message_type),
+        reply_type=handler.reply_type,
+        keyed=not cls.keyless,
+        options=options,
+    )
+    return dataclasses.replace(handler, tool=spec)

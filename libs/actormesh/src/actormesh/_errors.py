@@ -21,6 +21,13 @@ __all__ = [
     "PayloadTooLarge",
     "RemoteError",
     "StateConflict",
+    "ToolArgumentsInvalid",
+    "ToolDenied",
+    "ToolError",
+    "ToolFailed",
+    "ToolNotFound",
+    "ToolRejected",
+    "ToolTimeout",
 ]
 
 
@@ -197,3 +204,89 @@ class StateConflict(ActorMeshError):
         self.bucket = bucket
         self.key = key
         self.expected = expected
+
+
+class ToolError(ActorMeshError):
+    """Base of the errors of a tool call; `tool` names the tool."""
+
+    code = "tool_error"
+
+    def __init__(self, message: str, *, tool: str, retryable: bool | None = None) -> None:
+        super().__init__(message, retryable=retryable)
+        self.tool = tool
+
+
+class ToolNotFound(ToolError):
+    """No worker has published a tool of that name."""
+
+    code = "tool_not_found"
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(
+            f"no tool named {tool!r}: list them with `mesh.tools.list_available_tools(...)`; "
+            "a tool appears once a worker serving its actor type has started",
+            tool=tool,
+        )
+
+
+class ToolDenied(ToolError):
+    """The principal has no grant for the tool (the default is deny)."""
+
+    code = "tool_denied"
+
+    def __init__(self, tool: str, principal: str) -> None:
+        super().__init__(
+            f"principal {principal or '(none)'!r} may not call {tool!r}: grant it with "
+            f"`actormesh grant {principal or '<principal>'} {tool}`",
+            tool=tool,
+        )
+        self.principal = principal
+
+
+class ToolArgumentsInvalid(ToolError):
+    """The arguments do not match the tool's input schema; nothing was sent."""
+
+    code = "tool_arguments_invalid"
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__(f"arguments for {tool!r} are invalid: {detail}", tool=tool)
+        self.detail = detail
+
+
+class ToolTimeout(ToolError):
+    """No result within the call's deadline."""
+
+    code = "tool_timeout"
+    retryable = True
+
+    def __init__(self, tool: str, timeout: float) -> None:
+        super().__init__(
+            f"{tool!r} gave no result within {timeout:g}s (an expired call is not run)",
+            tool=tool,
+        )
+        self.timeout = timeout
+
+
+class ToolFailed(ToolError):
+    """The tool ran and raised; `remote` is its error."""
+
+    code = "tool_failed"
+
+    def __init__(self, tool: str, remote: RemoteError) -> None:
+        super().__init__(
+            f"{tool!r} failed: {remote.message}", tool=tool, retryable=remote.retryable
+        )
+        self.remote = remote
+
+
+class ToolRejected(ToolError):
+    """An operator rejected the call that needed approval."""
+
+    code = "tool_rejected"
+
+    def __init__(self, tool: str, reason: str = "") -> None:
+        super().__init__(
+            f"{tool!r} was rejected by an operator" + (f": {reason}" if reason else ""),
+            tool=tool,
+        )
+        self.reason = reason

@@ -40,6 +40,7 @@ from ._inflight import InFlight
 from ._nats import Client
 from ._ref import ActorRef
 from ._subjects import Subjects
+from ._tools import ToolBus
 
 __all__ = ["ActorRef", "Mesh", "Receipt"]
 
@@ -126,6 +127,14 @@ class Mesh:
         #: Worker interceptors every `Worker` built on this mesh uses, outermost
         #: first and ahead of the worker's own (`instrument` adds the tracing one).
         self.interceptors: tuple[WorkerInterceptor, ...] = ()
+        self._tools: ToolBus | None = None
+
+    @property
+    def tools(self) -> ToolBus:
+        """The tool bus: list, call and grant the mesh's tools."""
+        if self._tools is None:
+            self._tools = ToolBus(self)
+        return self._tools
 
     # -- connection -----------------------------------------------------------------
 
@@ -211,6 +220,8 @@ class Mesh:
         seconds: a broker that takes nothing more gets its connection dropped."""
         self._acks.close()
         self._replies.close()
+        if self._tools is not None:
+            await self._tools.grants.close()
         if not self._owns_connection or self.nc.is_closed:
             return
         # In a task of its own, waited on with a deadline: nats-py's drain swallows a

@@ -42,7 +42,17 @@ class Breaker(Protocol):
 class ActorRef(Generic[A]):
     """Where to send an actor's messages. Cheap: make as many as you like."""
 
-    __slots__ = ("_ids", "_limit", "_spec", "actor_type", "key", "mesh", "subject")
+    __slots__ = (
+        "_deadline",
+        "_ids",
+        "_limit",
+        "_principal",
+        "_spec",
+        "actor_type",
+        "key",
+        "mesh",
+        "subject",
+    )
 
     def __init__(self, mesh: Mesh, actor: type[A] | str, key: str | None) -> None:
         self.mesh = mesh
@@ -60,6 +70,11 @@ class ActorRef(Generic[A]):
         #: reference made by a handler's `Context`) ids derived from the message being
         #: handled, the same again if the handler runs again.
         self._ids: Callable[[], str] = mesh.new_msg_id
+        #: For a handler's reference: the message being handled's deadline (unix
+        #: seconds; an ask gets at most what is left of it) and its actor type, sent
+        #: as the principal.
+        self._deadline: float | None = None
+        self._principal: str | None = None
 
     def __repr__(self) -> str:
         return f"ActorRef({self.actor_type}/{self.key})"
@@ -84,6 +99,8 @@ class ActorRef(Generic[A]):
             headers[Hdr.MSG_ID] = msg_id or self._ids()
         if self.mesh.name:
             headers[Hdr.SENDER] = self.mesh.name
+        if self._principal is not None:
+            headers[Hdr.PRINCIPAL] = self._principal
         if extra:
             headers.update(extra)
         return headers
@@ -244,6 +261,13 @@ class ActorRef(Generic[A]):
             target = reply_type if reply_type is not None else Any
         # An ask attempt is never resent under its id (a retry is a new message), so
         # it carries a Nats-Msg-Id only when the caller chose one.
+        if self._deadline is not None:
+            # The timeout hierarchy: a call made while handling a message gets at most
+            # what is left of that message's deadline.
+            left = self._deadline - time.time()
+            if left <= 0:
+                raise AskTimeout(self.actor_type, self.key, 0.0)
+            timeout = min(timeout, left)
         hdrs = self._headers(msg_id, headers, dedupe=False)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
         with self._producer_span(hdrs, "ask"):

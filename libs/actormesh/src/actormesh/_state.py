@@ -40,6 +40,7 @@ import msgspec
 import nats.js.errors
 from nats.js.api import KeyValueConfig, StorageType
 
+from ._buckets import key_value
 from ._errors import ActorMeshError, StateConflict
 
 if TYPE_CHECKING:
@@ -178,12 +179,6 @@ class StateStore:
 
     async def ensure(self) -> None:
         """Create the bucket (replicas and storage as the mailbox's) or bind to it."""
-        js = self._mesh.js
-        try:
-            self._kv = await js.key_value(self.bucket)
-            return
-        except nats.js.errors.BucketNotFoundError:
-            pass
         storage = StorageType.MEMORY if self._mailbox.storage == "memory" else StorageType.FILE
         config = KeyValueConfig(
             bucket=self.bucket,
@@ -192,11 +187,7 @@ class StateStore:
             replicas=self._mailbox.replicas,
             description=f"actormesh: durable state of {self.actor_type}",
         )
-        try:
-            self._kv = await js.create_key_value(config)
-        except nats.js.errors.BadRequestError:
-            # Created by another worker in between.
-            self._kv = await js.key_value(self.bucket)
+        self._kv = await key_value(self._mesh.js, config)
 
     def new_state(self) -> Any:
         return self._state_type()

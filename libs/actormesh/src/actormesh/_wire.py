@@ -44,6 +44,12 @@ class Hdr:
     ORIGINAL_SUBJECT = "Am-Original-Subject"
     ORIGINAL_SEQ = "Am-Original-Seq"
     DEAD_AT = "Am-Dead-At"
+    #: Who sends: an actor type, or an external principal (an MCP client). Tool
+    #: handlers admit a message only with a grant for it. Taken on trust unless the
+    #: broker authenticates users and restricts what each may publish.
+    PRINCIPAL = "Am-Principal"
+    #: The tool a call is for (`<actor_type>.<handler>`).
+    TOOL = "Am-Tool"
 
 
 class Message(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True):

@@ -93,6 +93,8 @@ class Worker:
         self.restarts = 0
         #: Instances stopped for being idle or over `max_instances` (their state is kept).
         self.passivated = 0
+        #: Messages to tool handlers refused for want of a grant.
+        self.denied = 0
         #: Keys parked for failing past their restart intensity (see `_failures`).
         self.parked = 0
         self.hb_seq = 0
@@ -189,6 +191,10 @@ class Worker:
         await self._ensure_mailbox()
         await self._containment.start()
         await self._handling.start_state()
+        if self.spec.tools:
+            # Published, and grants watched, before the first message is taken.
+            await mesh.tools.publish(self.spec.tools)
+            await mesh.tools.grants.watch()
         self._compose()
         if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
             # nats-py's internals are as `_nats` expects: acks are written directly.

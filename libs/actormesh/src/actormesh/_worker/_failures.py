@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from .._errors import BadMessage
+from .._errors import BadMessage, ToolDenied
 from .._errwire import error_fields
 from .._interceptor import MessageInput
 from .._subjects import deliveries_of, stream_seq_of
@@ -42,6 +42,22 @@ class Failures:
             code="deadline_exceeded",
             type_="DeadlineExceeded",
             message=f"ask deadline {deadline} passed before it ran",
+        )
+
+    async def denied(self, inp: MessageInput, tool: str) -> None:
+        """A message to a tool handler from a principal without a grant: an ask is
+        answered with `ToolDenied`; a tell is dead-lettered (replayable once granted)."""
+        w = self._w
+        principal = inp.headers.get(Hdr.PRINCIPAL, "")
+        denied = ToolDenied(tool, principal)
+        w.denied += 1
+        log.warning("%s: %s", w.actor_type, denied.message)
+        if inp.reply_to:
+            await w._replies.error(inp.reply_to, denied, status="403")
+            await w._settler.ack(inp.msg)
+            return
+        await self.dead_letter(
+            inp.msg, code=denied.code, type_="ToolDenied", message=denied.message
         )
 
     async def bad_message(self, inp: MessageInput, exc: Exception) -> None:

@@ -128,7 +128,19 @@ class Handling:
             # type, no memory) is the input's fault: settle it now, never leave it held.
             await w._failures.bad_message(self._input(key, msg, headers, reply_to), exc)
             return None
+        if handler.tool is not None and not await self._admitted(handler.tool.name, headers):
+            await w._failures.denied(self._input(key, msg, headers, reply_to), handler.tool.name)
+            return None
         return Prepared(key, msg, headers, reply_to, obj, handler)
+
+    async def _admitted(self, tool: str, headers: dict[str, str]) -> bool:
+        """Whether the message's principal has a grant for `tool` (default deny)."""
+        grants = self._w.mesh.tools.grants
+        principal = headers.get(Hdr.PRINCIPAL, "")
+        allowed = grants.allowed_now(principal, tool)
+        if allowed is None:  # the live copy is not loaded yet
+            allowed = await grants.allowed(principal, tool)
+        return allowed
 
     async def run_prepared(self, ready: Prepared) -> None:
         """Run a decoded message through the handling chain, then ack it."""
