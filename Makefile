@@ -31,7 +31,7 @@ lint: install
 
 typecheck: install
 	@echo ">> mypy --strict"
-	@$(UV) run mypy libs/actormesh/src services/counter/src services/echo/src services/supervisor/src
+	@$(UV) run mypy libs/actormesh/src services/counter/src services/echo/src services/assistant/src services/supervisor/src
 
 proto: install
 	@$(UV) run python -m actormesh._proto proto

@@ -4,7 +4,7 @@
 (``make bench`` runs this). Modules: ``bench/bench_mesh.py`` (issues 2 and 14)
 and, when present, ``bench_patterns.py``, ``bench_supervisor.py``,
 ``bench_tracing.py``, ``bench_sender.py`` and ``bench_keys.py`` (issue 14), and
-``bench_state.py`` (issue 15).
+``bench_state.py`` (issue 15), and ``bench_tools.py`` (issue 16).
 Each exposes ``main(argv) -> dict`` (a coroutine is awaited); one failing
 does not stop the rest. The combined report goes to
 stdout and to ``bench/results/latest.{json,md}``; progress goes to stderr.
@@ -38,6 +38,7 @@ MODULES = {
     "bench_sender": "sender",
     "bench_keys": "keys",
     "bench_state": "state",
+    "bench_tools": "tools",
 }
 MESH_SECTIONS = ("tell", "ask", "rss")
 

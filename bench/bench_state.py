@@ -13,7 +13,13 @@ loop doing the same work, and what passivated keys and activations cost.
      ``Nats-Expected-Last-Subject-Sequence``, awaiting the PubAck), then ack.
      One write in flight at a time.
    - ``actormesh``: ``python -m actormesh worker actormesh_counter:Counter``
-     (the example counter with `state: CounterState`, default settings).
+     (the example counter with `state: CounterState`, default settings: one
+     commit for the messages queued on a key, at most 256 messages held);
+   - not baselines, to show where the time goes: ``raw-batched``, the raw
+     worker with the same batching by hand (``--commit batched``) under the
+     same bound (its consumer's max_ack_pending = 256), and
+     ``actormesh-prefetch``, actormesh with ``--prefetch 1000`` (deeper
+     batches when many keys share the prefetch).
 
    Both mailboxes are at actormesh's default bounds (bench_mesh.STREAM). THE
    SAME raw pipelined publisher (`bench._clients.RawPublisher`: a unique
@@ -24,8 +30,9 @@ loop doing the same work, and what passivated keys and activations cost.
    activates every key first. The clock runs from the first publish until the
    consumer has nothing pending or unacked (polled every 20 ms). CPU per
    message of each process (publisher = this driver, worker, nats-server) over
-   the same span. At the end of each unit the stored values are read back from
-   the bucket: every key must hold exactly the tells sent to it.
+   the same span, and tells per KV write (the bucket stream's last sequence).
+   At the end of each unit the stored values are read back from the bucket:
+   every key must hold exactly the tells sent to it.
 
 2. Many keys (``keys``): one worker serving `bench.state_actors:StateCounter`
    (the same counter, passivated after ``--idle-after`` seconds idle). Worker
@@ -64,12 +71,18 @@ from bench._clients import WINDOW, RawPublisher
 from bench._proc import MeshWorker, WorkerProcess, run_loop, self_cpu
 from bench.bench_mesh import STREAM, CpuMeter
 
-CONTENDERS = ("raw", "actormesh", "raw-batched")
+CONTENDERS = ("raw", "actormesh", "raw-batched", "actormesh-prefetch")
 LABELS = {
     "raw": "raw nats-py, per-message loop (baseline)",
-    "actormesh": "actormesh (actormesh_counter:Counter)",
-    "raw-batched": "raw nats-py, batched per key (not the baseline)",
+    "actormesh": "actormesh (actormesh_counter:Counter, defaults)",
+    "raw-batched": "raw nats-py, batched per key, 256 held",
+    "actormesh-prefetch": "actormesh, `--prefetch 1000`",
 }
+#: Messages a worker holds at once: actormesh's default `prefetch`, and what the
+#: batched raw worker is held to (its consumer's max_ack_pending) so that both
+#: batch under the same bound; `actormesh-prefetch` raises it to STREAM's 1,000.
+HELD = 256
+PREFETCH = 1000
 CASES = ("keys", "hot")
 RAW_BATCH = 256
 POLL = 0.02
@@ -95,6 +108,7 @@ class Target:
 TARGETS = {
     "raw": Target("RAW_STATE", "raw", "raw.state.", "RAW_STATE"),
     "raw-batched": Target("RAW_STATE", "raw", "raw.state.", "RAW_STATE"),
+    "actormesh-prefetch": Target("BENCH_MBOX_COUNTER", "counter", "bench.mbox.counter.", ""),
     "actormesh": Target("BENCH_MBOX_COUNTER", "counter", "bench.mbox.counter.", ""),
 }
 
@@ -116,14 +130,19 @@ def _stored_value(contender: str, data: bytes) -> int:
 
 
 def _worker(contender: str, url: str, logdir: Path) -> WorkerProcess:
-    if contender == "actormesh":
-        return MeshWorker("actormesh_counter:Counter", url, logdir)
+    if contender.startswith("actormesh"):
+        worker = MeshWorker("actormesh_counter:Counter", url, logdir)
+        if contender == "actormesh-prefetch":
+            worker.cmd += ["--prefetch", str(PREFETCH)]
+        return worker
     t = TARGETS[contender]
     cmd = [sys.executable, "-m", "bench.raw_state_worker", "--url", url, "--stream", t.stream]
     cmd += ["--subject", t.base + "*", "--durable", t.durable, "--bucket", t.bucket]
     cmd += ["--batch", str(RAW_BATCH)]
     cmd += ["--commit", "batched" if contender == "raw-batched" else "per-message"]
     for key, value in STREAM.items():
+        if contender == "raw-batched" and key == "max_ack_pending":
+            value = HELD
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     log_path = logdir / f"worker-{contender}-state-{time.monotonic_ns()}.log"
     return WorkerProcess(contender, cmd, {}, log_path)
@@ -216,13 +235,17 @@ async def run_unit(
                 expected[key_of(i)] = expected.get(key_of(i), 0) + 1
             bucket = t.bucket or _mesh_bucket("counter")
             out["check"] = await _verify(js, contender, bucket, expected)
+            # Every KV write takes a sequence of the bucket's stream.
+            info = await js.stream_info(f"KV_{bucket}")
+            out["tells_per_write"] = (warm + n) / max(1, info.state.last_seq)
         finally:
             await pub.close()
             await worker.stop()
             with contextlib.suppress(Exception):
                 await nc.close()
     log(
-        f"[{tag}] {n:,} tells in {seconds:.2f}s = {out['rate']:,.0f}/s, CPU us/msg "
+        f"[{tag}] {n:,} tells in {seconds:.2f}s = {out['rate']:,.0f}/s, "
+        f"{out['tells_per_write']:.2f} tells per KV write, CPU us/msg "
         f"publisher {out['cpu_client_us']:.0f} worker {out['cpu_worker_us']:.0f} "
         f"broker {out['cpu_server_us']:.0f}, {out['refusals']:,} refusals; check {out['check']}"
     )
@@ -233,6 +256,45 @@ def _mesh_bucket(actor_type: str) -> str:
     from actormesh._subjects import Subjects
 
     return str(Subjects("bench").state_bucket(actor_type))
+
+
+def _summarize(rows: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Medians per (case, contender) over the repetitions."""
+    summary: list[dict[str, Any]] = []
+    for case in CASES:
+        for contender in CONTENDERS:
+            runs = rows.get((case, contender), [])
+            if not runs:
+                continue
+            row: dict[str, Any] = {"case": case, "contender": contender, "runs": len(runs)}
+            row["label"] = LABELS[contender]
+            fields = ("rate", "publish_seconds", "seconds")
+            for field in (*fields, "cpu_client_us", "cpu_worker_us", "cpu_server_us"):
+                row[field] = statistics.median(r[field] for r in runs)
+            row["rates"] = [r["rate"] for r in runs]
+            row["refusals"] = statistics.median(r["refusals"] for r in runs)
+            row["tells_per_write"] = statistics.median(r["tells_per_write"] for r in runs)
+            row["checks"] = sorted({r["check"].split(" (")[0] for r in runs})
+            summary.append(row)
+    return summary
+
+
+def _ratios(summary: list[dict[str, Any]]) -> dict[str, float]:
+    ratios: dict[str, float] = {}
+    by = {(r["case"], r["contender"]): r for r in summary}
+    for case in CASES:
+        am, raw = by.get((case, "actormesh")), by.get((case, "raw"))
+        if am and raw:
+            ratios[f"{case}_rate"] = am["rate"] / raw["rate"]
+            ratios[f"{case}_worker_cpu"] = am["cpu_worker_us"] / raw["cpu_worker_us"]
+        pre = by.get((case, "actormesh-prefetch"))
+        if pre and raw:
+            ratios[f"{case}_rate_prefetch"] = pre["rate"] / raw["rate"]
+        batched = by.get((case, "raw-batched"))
+        if am and batched:
+            ratios[f"{case}_rate_vs_batched"] = am["rate"] / batched["rate"]
+            ratios[f"{case}_worker_cpu_vs_batched"] = am["cpu_worker_us"] / batched["cpu_worker_us"]
+    return ratios
 
 
 async def run_tell(n: int, keys: int, repeats: int, logdir: Path) -> dict[str, Any]:
@@ -249,32 +311,8 @@ async def run_tell(n: int, keys: int, repeats: int, logdir: Path) -> dict[str, A
                     msg = f"{tag}: {type(exc).__name__}: {exc}"
                     log(f"!! {msg}")
                     errors.append(msg)
-    summary: list[dict[str, Any]] = []
-    for case in CASES:
-        for contender in CONTENDERS:
-            runs = rows.get((case, contender), [])
-            if not runs:
-                continue
-            row: dict[str, Any] = {"case": case, "contender": contender, "runs": len(runs)}
-            row["label"] = LABELS[contender]
-            fields = ("rate", "publish_seconds", "seconds")
-            for field in (*fields, "cpu_client_us", "cpu_worker_us", "cpu_server_us"):
-                row[field] = statistics.median(r[field] for r in runs)
-            row["rates"] = [r["rate"] for r in runs]
-            row["refusals"] = statistics.median(r["refusals"] for r in runs)
-            row["checks"] = sorted({r["check"].split(" (")[0] for r in runs})
-            summary.append(row)
-    ratios: dict[str, float] = {}
-    by = {(r["case"], r["contender"]): r for r in summary}
-    for case in CASES:
-        am, raw = by.get((case, "actormesh")), by.get((case, "raw"))
-        if am and raw:
-            ratios[f"{case}_rate"] = am["rate"] / raw["rate"]
-            ratios[f"{case}_worker_cpu"] = am["cpu_worker_us"] / raw["cpu_worker_us"]
-        batched = by.get((case, "raw-batched"))
-        if am and batched:
-            ratios[f"{case}_rate_vs_batched"] = am["rate"] / batched["rate"]
-            ratios[f"{case}_worker_cpu_vs_batched"] = am["cpu_worker_us"] / batched["cpu_worker_us"]
+    summary = _summarize(rows)
+    ratios = _ratios(summary)
     return {
         "tells": n,
         "keys": keys,
@@ -443,8 +481,8 @@ def render_tell(r: dict[str, Any]) -> list[str]:
         f"raw pipelined publisher ({WINDOW:,} PubAcks in flight) feeds both.",
         "",
         "| case | contender | tells/s | runs | s (publisher done) | CPU us/msg publisher "
-        "| worker | broker | refusals | stored totals |",
-        "|---|---|--:|---|--:|--:|--:|--:|--:|---|",
+        "| worker | broker | tells per KV write | refusals | stored totals |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in r["rows"]:
         runs = ", ".join(f"{x:,.0f}" for x in row["rates"])
@@ -452,7 +490,8 @@ def render_tell(r: dict[str, Any]) -> list[str]:
             f"| {row['case']} | {row['label']} | {row['rate']:,.0f} | {runs} "
             f"| {row['seconds']:.2f} ({row['publish_seconds']:.2f}) "
             f"| {row['cpu_client_us']:.0f} | {row['cpu_worker_us']:.0f} "
-            f"| {row['cpu_server_us']:.0f} | {row['refusals']:,.0f} | {', '.join(row['checks'])} |"
+            f"| {row['cpu_server_us']:.0f} | {row['tells_per_write']:.2f} | {row['refusals']:,.0f} "
+            f"| {', '.join(row['checks'])} |"
         )
     lines.append("")
     for case in CASES:
@@ -467,6 +506,9 @@ def render_tell(r: dict[str, Any]) -> list[str]:
             if vs is not None:
                 cpu = r["ratios"][f"{case}_worker_cpu_vs_batched"]
                 line += f"; against raw batched {vs:.2f}x tells/s, {cpu:.2f}x worker CPU"
+            pre = r["ratios"].get(f"{case}_rate_prefetch")
+            if pre is not None:
+                line += f"; with `--prefetch {PREFETCH}` {pre:.2f}x raw"
             lines.append(line + ".")
     if r["errors"]:
         lines += ["", "Errors: " + "; ".join(r["errors"])]

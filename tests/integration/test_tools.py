@@ -4,6 +4,7 @@ callee, typed outcomes, and the deadline carried through nested calls."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -166,7 +167,7 @@ async def test_a_deadline_carries_through_three_nested_calls(mesh: Mesh) -> None
         outer = deadlines[0]
         assert outer is not None and started + 4.9 <= outer <= started + 5.1
         # Each nested call got at most what its parent had left (ms rounding aside).
-        for parent, child in zip(deadlines, deadlines[1:], strict=False):
+        for parent, child in itertools.pairwise(deadlines):
             assert parent is not None and child is not None and child <= parent + 0.001
 
         # The bottom level naps past the deadline: every level times out, and the

@@ -46,6 +46,7 @@ def test_exported_names_are_pinned() -> None:
             "ToolError",
             "ToolFailed",
             "ToolNotFound",
+            "ToolProgress",
             "ToolRejected",
             "ToolSpec",
             "ToolTimeout",

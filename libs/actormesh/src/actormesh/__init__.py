@@ -36,7 +36,7 @@ from ._interceptor import (
 )
 from ._mesh import ActorRef, Mesh, Receipt
 from ._retry import RetryPolicy
-from ._tools import Grant, ToolBus, ToolSpec, tool
+from ._tools import Grant, ToolBus, ToolProgress, ToolSpec, tool
 from ._version import VERSION as __version__
 from ._wire import DeadLetterInfo, ErrorReply, Event, Heartbeat, Message
 from ._worker import Worker, WorkerStatus
@@ -81,6 +81,7 @@ __all__ = [
     "ToolError",
     "ToolFailed",
     "ToolNotFound",
+    "ToolProgress",
     "ToolRejected",
     "ToolSpec",
     "ToolTimeout",

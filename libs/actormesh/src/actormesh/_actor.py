@@ -150,10 +150,13 @@ class Context:
 
     @property
     def tools(self) -> ContextTools:
-        """Call tools as this actor type (its principal), within this message's deadline."""
+        """Call tools as this actor type (its principal), within this message's deadline;
+        `ctx.tools.progress(data)` reports to the caller of the tool call being handled."""
         from ._tools import ContextTools
 
-        return ContextTools(self.mesh.tools, principal=self.actor_type, deadline=self.deadline)
+        return ContextTools(
+            self.mesh.tools, principal=self.actor_type, deadline=self.deadline, headers=self.headers
+        )
 
     def _next_id(self) -> str:
         self._sends += 1

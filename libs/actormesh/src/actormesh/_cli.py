@@ -1,4 +1,5 @@
-"""The `actormesh` command: worker, tell, ask, dlq, up."""
+"""The `actormesh` command: worker, tell, ask, dlq, up, and tools: grant, revoke, grants,
+tools, tool call, authz."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ._settings import Settings
 __all__ = ["main"]
 
 _WORKER_DEFAULTS = WorkerConfig()
+_TOOL_COMMANDS = ("grant", "revoke", "grants", "tools", "tool", "authz")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +75,49 @@ def _parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("up", help="run the embedded broker, the supervisor and the workers")
     u.add_argument("--config", default="mesh.toml")
+    _tool_parsers(sub)
     return p
+
+
+def _tool_parsers(sub: Any) -> None:
+    g = sub.add_parser("grant", help="let a principal call tools: actormesh grant P TOOL...")
+    g.add_argument("principal", help="an actor type, or an external principal (a NATS user)")
+    g.add_argument("tools", nargs="+", metavar="TOOL", help="tool names or patterns (vault.*)")
+    g.add_argument("--approval", action="store_true", help="each call waits for an operator")
+
+    r = sub.add_parser("revoke", help="take tools back: actormesh revoke P [TOOL...] (all if none)")
+    r.add_argument("principal")
+    r.add_argument("tools", nargs="*", metavar="TOOL")
+
+    gs = sub.add_parser("grants", help="list every principal's grants")
+    gs.add_argument("--json", action="store_true", help="print the grants as JSON")
+
+    t = sub.add_parser("tools", help="list the published tools")
+    t.add_argument("--principal", help="only the tools this principal may call")
+    t.add_argument("--json", action="store_true", help="print the specs with their schemas")
+
+    tc = sub.add_parser("tool", help="call a tool: actormesh tool call NAME JSON --principal P")
+    tsub = tc.add_subparsers(dest="tool_command", required=True)
+    call = tsub.add_parser("call", help="call a tool and print its JSON result")
+    call.add_argument("name", help="the tool, e.g. vault.deposit")
+    call.add_argument("json", nargs="?", default="{}", help='arguments, e.g. \'{"key":"a"}\'')
+    call.add_argument(
+        "--principal",
+        help="who calls (needs a grant); default: the user in the broker URL, if any",
+    )
+    call.add_argument("--timeout", type=float, default=30.0)
+
+    a = sub.add_parser(
+        "authz",
+        help="print a nats.conf whose users may publish only to the tools they are granted",
+    )
+    a.add_argument("--mesh-file", default="mesh.toml", help="the mesh's children (actor types)")
+    a.add_argument("--users", required=True, help="the broker's users and grants (TOML)")
+    a.add_argument(
+        "--from-broker",
+        action="store_true",
+        help="add the grants stored in the mesh's grants bucket (--nats-url) to the file's",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(_send(args, url, prefix))
         if args.command == "dlq":
             return _run(_dlq(args, url, prefix))
+        if args.command in _TOOL_COMMANDS:
+            from ._tools._commands import run_tool_command
+
+            return _run(run_tool_command(args, url, prefix))
         if args.command == "up":
             from ._meshfile import load
             from ._up import up

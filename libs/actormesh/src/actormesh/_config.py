@@ -170,6 +170,9 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: Which partition of a partitioned mailbox this worker serves (0-based); ignored
     #: when the mailbox has one partition (the supervisor passes its replica index).
     partition: int | None = None
+    #: Register the actor type as a NATS micro service (`$SRV.PING`, `$SRV.INFO`,
+    #: `$SRV.STATS`), so standard NATS tooling discovers it.
+    micro: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.prefetch < 1:

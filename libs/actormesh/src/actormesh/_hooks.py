@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-__all__ = ["NO_SPAN", "SpanHandle", "Tracer"]
+__all__ = ["NO_SPAN", "SpanHandle", "ToolTracer", "Tracer"]
 
 
 class SpanHandle(Protocol):
@@ -43,6 +43,19 @@ class Tracer(Protocol):
         deliveries: int,
     ) -> AbstractContextManager[SpanHandle]:
         """A span around handling; continues the trace in `headers`."""
+
+
+class ToolTracer(Protocol):
+    """The caller's side of a tool call: `ToolBus.tracer` (None costs one check).
+
+    The worker names its consumer span of a tool call after the tool itself
+    (`actormesh.observability`)."""
+
+    def tool_call(
+        self, *, tool: str, call_id: str, description: str
+    ) -> AbstractContextManager[SpanHandle]:
+        """A span around the call (`execute_tool <tool>`), current while it runs, so
+        the call's ask is its child."""
 
 
 class _NoSpan:

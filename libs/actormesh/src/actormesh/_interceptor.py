@@ -53,7 +53,9 @@ __all__ = [
 log = logging.getLogger("actormesh.worker")
 
 #: How a message ended (or, for `restarted`, what a failure did to its instance).
-Outcome = Literal["handled", "failed", "dead_lettered", "expired", "bad_message", "restarted"]
+Outcome = Literal[
+    "handled", "failed", "dead_lettered", "expired", "bad_message", "restarted", "denied"
+]
 
 S = TypeVar("S")
 
@@ -65,7 +67,8 @@ class MessageInput:
     """One delivered message, as the interceptors see it.
 
     `message` and `handler` are None for a message that was never decoded
-    (`expired`, `bad_message`, and `dead_lettered` outcomes); `actor` and
+    (`expired`, `bad_message`, and `dead_lettered` outcomes) and for one
+    refused for want of a grant (`denied`); `actor` and
     `context` are set just before the handler chain runs (`context` only for a
     handler that takes one).
     """

@@ -8,7 +8,15 @@ import msgspec
 
 from ._errors import ConfigError
 
-__all__ = ["BrokerSection", "ChildSpec", "GroupSpec", "MeshFile", "SupervisorSection", "load"]
+__all__ = [
+    "BrokerSection",
+    "ChildSpec",
+    "GrantSpec",
+    "GroupSpec",
+    "MeshFile",
+    "SupervisorSection",
+    "load",
+]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -108,11 +116,38 @@ class SupervisorSection(_Section, frozen=True):
     discovery_window: float = 0.0
 
 
+class GrantSpec(_Section, frozen=True):
+    """A `[[grants]]` entry: tools a principal may call, granted when the mesh starts.
+
+    Granting adds to what the grants bucket holds (a grant given at run time stays);
+    a revoke at run time lasts until the next start grants it again.
+    """
+
+    #: An actor type (its handlers call tools as it) or an external principal.
+    principal: str
+    #: Tool names or fnmatch patterns (`counter.*`).
+    tools: list[str] = []
+    #: Tool names or patterns this principal may call only with an operator's
+    #: approval (granted too; need not be repeated in `tools`).
+    approval: list[str] = []
+
+    def __post_init__(self) -> None:
+        if not self.principal:
+            raise ConfigError('a [[grants]] entry needs `principal = "..."`')
+        if not self.tools and not self.approval:
+            raise ConfigError(
+                f"grants for {self.principal!r}: list the tools it may call "
+                '(`tools = ["counter.*"]`)'
+            )
+
+
 class MeshFile(_Section, frozen=True):
     mesh: MeshSection = MeshSection()
     broker: BrokerSection = BrokerSection()
     supervisor: SupervisorSection = SupervisorSection()
     groups: list[GroupSpec] = []
+    #: Applied to the grants bucket when the mesh starts (see `GrantSpec`).
+    grants: list[GrantSpec] = []
 
     def children(self) -> list[tuple[GroupSpec, ChildSpec]]:
         return [(g, c) for g in self.groups for c in g.children]

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ._state import StateEnvelope
+from ._tools import Grant, ToolSpec
 from ._version import VERSION
 from ._wire import (
     ControlReply,
@@ -40,6 +41,8 @@ WIRE_TYPES: tuple[type[msgspec.Struct], ...] = (
     HealthReport,
     DeadLetterInfo,
     StateEnvelope,
+    ToolSpec,
+    Grant,
 )
 
 _ACTOR_MESSAGE = {
@@ -60,6 +63,12 @@ def _headers(*names: str) -> dict[str, Any]:
         Hdr.DEADLINE: "Unix time in ms after which the ask is not run.",
         Hdr.SENDER: "Name of the sending mesh connection.",
         Hdr.TRACEPARENT: "W3C trace context.",
+        Hdr.PRINCIPAL: "Who sends (an actor type or an external principal); a tool "
+        "handler admits the message only with a grant for it.",
+        Hdr.TOOL: "The tool a call is for: <actor_type>.<handler>.",
+        Hdr.TOOL_CALL_ID: "A tool call's id (gen_ai.tool.call.id on its spans).",
+        Hdr.PROGRESS_TO: "Where a tool call's progress events go (a ToolProgress JSON "
+        "object each): the original caller's inbox, carried on to nested calls.",
         Hdr.STATUS: "Reply status: absent or 200 for a value, else an ErrorReply body.",
         Hdr.ERROR_CODE: "Dead letter: the error code.",
         Hdr.ERROR_TYPE: "Dead letter: the exception type.",
@@ -135,7 +144,15 @@ def generate() -> dict[str, str]:
                         "ActorMessage",
                         "tell or ask an actor",
                         _headers(
-                            Hdr.MSG_ID, Hdr.REPLY_TO, Hdr.DEADLINE, Hdr.SENDER, Hdr.TRACEPARENT
+                            Hdr.MSG_ID,
+                            Hdr.REPLY_TO,
+                            Hdr.DEADLINE,
+                            Hdr.SENDER,
+                            Hdr.TRACEPARENT,
+                            Hdr.PRINCIPAL,
+                            Hdr.TOOL,
+                            Hdr.TOOL_CALL_ID,
+                            Hdr.PROGRESS_TO,
                         ),
                     )
                 },

@@ -93,6 +93,10 @@ class Subjects:
     def heartbeat_all(self) -> str:
         return f"{self.prefix}.sys.hb.>"
 
+    def service_endpoint(self, actor_type: str, handler: str) -> str:
+        """The NATS micro endpoint of a handler (a request there is an ask)."""
+        return f"{self.prefix}.svc.{actor_type}.{handler}"
+
     def control(self, worker: str) -> str:
         return f"{self.prefix}.sys.ctl.{worker}"
 

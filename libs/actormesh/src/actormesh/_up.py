@@ -10,12 +10,16 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._meshfile import MeshFile
+from ._meshfile import GrantSpec, MeshFile
 from ._server import NatsServer, ServerConfig
 from ._settings import Settings
 
-__all__ = ["up"]
+if TYPE_CHECKING:
+    from ._mesh import Mesh
+
+__all__ = ["apply_grants", "up"]
 
 log = logging.getLogger("actormesh.up")
 
@@ -42,6 +46,15 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
         print(f"actormesh: broker ready at {url}", flush=True)
     else:
         print(f"actormesh: using the broker at {url} (NATS_URL)", flush=True)
+
+    if meshfile.grants:
+        try:
+            await _grant_at_start(url, meshfile)
+        except Exception as exc:
+            print(f"actormesh: could not apply mesh.toml's [[grants]]: {exc!r}", file=sys.stderr)
+            if server:
+                await server.stop()
+            return 1
 
     env = dict(os.environ, NATS_URL=url, ACTORMESH_PREFIX=meshfile.mesh.prefix)
     stop = asyncio.Event()
@@ -76,6 +89,11 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
         'actormesh: try  actormesh tell counter user-42 \'{"type":"Inc","by":1}\'  '
         'and  actormesh ask counter user-42 \'{"type":"Get"}\''
     )
+    if any(c.actor == "actormesh_assistant:Assistant" for _, c in meshfile.children()):
+        print(
+            "actormesh: and  actormesh tool call assistant.run "
+            '\'{"task":"count","key":"user-42","times":3}\' --principal cli'
+        )
     print("actormesh: Ctrl-C stops everything", flush=True)
 
     waiter = asyncio.ensure_future(sup.wait())
@@ -99,3 +117,25 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
         await server.stop()
     print("actormesh: stopped", flush=True)
     return code
+
+
+async def apply_grants(mesh: Mesh, grants: list[GrantSpec]) -> None:
+    """Add mesh.toml's `[[grants]]` to the grants bucket (idempotent)."""
+    for spec in grants:
+        if spec.tools:
+            await mesh.tools.grants.grant(spec.principal, *spec.tools)
+        if spec.approval:
+            await mesh.tools.grants.grant(spec.principal, *spec.approval, approval=True)
+
+
+async def _grant_at_start(url: str, meshfile: MeshFile) -> None:
+    """Before any worker starts, so the example's first call is not denied."""
+    from ._mesh import Mesh
+
+    async with await Mesh.connect(
+        url, prefix=meshfile.mesh.prefix, name="actormesh-up", connect_wait=5.0
+    ) as mesh:
+        await apply_grants(mesh, meshfile.grants)
+    for spec in meshfile.grants:
+        tools = [*spec.tools, *(f"{t} (approval)" for t in spec.approval)]
+        print(f"actormesh: grant {spec.principal}: {', '.join(tools)}", flush=True)

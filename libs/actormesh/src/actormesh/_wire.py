@@ -19,6 +19,7 @@ __all__ = [
     "Heartbeat",
     "Hdr",
     "Message",
+    "ToolStats",
     "WorkerStats",
 ]
 
@@ -50,6 +51,12 @@ class Hdr:
     PRINCIPAL = "Am-Principal"
     #: The tool a call is for (`<actor_type>.<handler>`).
     TOOL = "Am-Tool"
+    #: A tool call's id (`gen_ai.tool.call.id` on its spans), sent when the caller
+    #: gives one, traces, or listens to progress events.
+    TOOL_CALL_ID = "Am-Tool-Call-Id"
+    #: Where a tool call's progress events go: an inbox of the original caller,
+    #: carried on to the calls its handler makes.
+    PROGRESS_TO = "Am-Progress-To"
 
 
 class Message(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True):
@@ -85,6 +92,24 @@ class DeadLetterInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     headers: dict[str, str] = {}
 
 
+class ToolStats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One tool's figures in a heartbeat, since the worker started."""
+
+    tool: str
+    #: Calls admitted: run (succeeded or failed), or expired before they ran.
+    calls: int = 0
+    #: Calls that failed or expired before they ran.
+    errors: int = 0
+    #: Calls refused for want of a grant.
+    denied: int = 0
+    #: Calls waiting for an operator now.
+    approvals_pending: int = 0
+    #: Run-time histogram: counts per bucket (not cumulative), the last one +Inf.
+    buckets: list[int] = []
+    #: Upper bounds of the buckets, in seconds (one fewer than `buckets`).
+    bounds: list[float] = []
+
+
 class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Published by every worker on `<prefix>.sys.hb.<type>.<worker>` from its own task."""
 
@@ -118,6 +143,8 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     passivated: int = 0
     #: Keys parked now for failing past their restart intensity.
     parked: int = 0
+    #: Per tool this worker serves, since it started (only with metrics on).
+    tools: list[ToolStats] = []
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -4,11 +4,17 @@
 activates and committed (compare-and-set) after each change, before the message
 is acked, so a crash or a restart loses no acked increment and applies none
 twice. Idle keys are passivated after five minutes; their count stays stored.
+
+`Add`, `Read` and `Clear` do what `Inc`, `Get` and `Reset` do, exposed as tools
+(`counter.add`, `counter.read`, `counter.clear`) for the assistant example.
+Exposing a handler puts every message to it under grants (default deny), so the
+tools are separate message types: plain tells and asks of `Inc`, `Get` and
+`Reset` keep working without a grant.
 """
 
 import msgspec
 
-from actormesh import Actor, Message, Passivation
+from actormesh import Actor, Message, Passivation, tool
 
 
 class Inc(Message):
@@ -20,6 +26,18 @@ class Get(Message):
 
 
 class Reset(Message):
+    pass
+
+
+class Add(Message):
+    by: int = 1
+
+
+class Read(Message):
+    pass
+
+
+class Clear(Message):
     pass
 
 
@@ -41,5 +59,22 @@ class Counter(Actor):
         old, self.state.value = self.state.value, 0
         return old
 
+    @tool
+    async def add(self, msg: Add) -> int:
+        """Add `by` to the counter named `key`; returns its new value."""
+        self.state.value += msg.by
+        return self.state.value
 
-__all__ = ["Counter", "CounterState", "Get", "Inc", "Reset"]
+    @tool
+    async def read(self, msg: Read) -> int:
+        """The value of the counter named `key`."""
+        return self.state.value
+
+    @tool
+    async def clear(self, msg: Clear) -> int:
+        """Set the counter named `key` to zero; returns the value it had."""
+        old, self.state.value = self.state.value, 0
+        return old
+
+
+__all__ = ["Add", "Clear", "Counter", "CounterState", "Get", "Inc", "Read", "Reset"]

@@ -2,15 +2,22 @@
 
 `Slow` shows in-progress acks and concurrency; `Fail` shows retries with
 backoff and, after `max_deliver` deliveries, the dead-letter stream.
+
+`Say` is `Echo` exposed as a tool (`echo.say`), for the assistant example: a
+separate message type, so plain asks of `Echo` need no grant.
 """
 
 import asyncio
 from typing import ClassVar
 
-from actormesh import Actor, Context, MailboxConfig, Message
+from actormesh import Actor, Context, MailboxConfig, Message, tool
 
 
 class Echo(Message):
+    text: str
+
+
+class Say(Message):
     text: str
 
 
@@ -40,6 +47,11 @@ class EchoService(Actor):
     async def echo(self, msg: Echo, ctx: Context) -> EchoReply:
         return EchoReply(text=msg.text, worker=ctx.mesh.name)
 
+    @tool
+    async def say(self, msg: Say, ctx: Context) -> EchoReply:
+        """Say `text` back, with the name of the worker that said it."""
+        return EchoReply(text=msg.text, worker=ctx.mesh.name)
+
     async def slow(self, msg: Slow) -> str:
         await asyncio.sleep(msg.seconds)
         return msg.text
@@ -48,4 +60,4 @@ class EchoService(Actor):
         raise Boom(msg.reason)
 
 
-__all__ = ["Boom", "Echo", "EchoReply", "EchoService", "Fail", "Slow"]
+__all__ = ["Boom", "Echo", "EchoReply", "EchoService", "Fail", "Say", "Slow"]

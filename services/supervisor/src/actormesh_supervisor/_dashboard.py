@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -50,6 +50,10 @@ _CSP = (
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 _PUBLIC = frozenset({"/", "/healthz", "/api/session", "/api/login", "/favicon.ico"})
+
+_APPROVAL_STATES: dict[str, Literal["pending", "approved", "rejected", "expired"]] = {
+    "pending": "pending", "approved": "approved", "rejected": "rejected", "expired": "expired",
+}  # fmt: skip
 
 _SUP: web.AppKey[Supervisor] = web.AppKey("supervisor", Supervisor)
 _AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
@@ -132,6 +136,8 @@ class Dashboard:
         r.add_post("/api/workers/{worker}/restart", self._worker_restart)
         r.add_post("/api/workers/{worker}/drain", self._worker_drain)
         r.add_post("/api/groups/{group}/restart", self._group_restart)
+        r.add_get("/api/approvals", self._approvals_list)
+        r.add_post("/api/approvals/{id:[A-Za-z0-9_=.-]+}/{decision:approve|reject}", self._decide)
         self._registry = metrics_registry(self.sup)
         return app
 
@@ -379,6 +385,36 @@ class Dashboard:
         log.info("operator restart of group %s queued", group)
         return _json({"queued": "restart", "group": group}, status=202)
 
+    # -- approvals ----------------------------------------------------------------------
+
+    async def _approvals_list(self, request: web.Request) -> web.Response:
+        """Tool calls waiting for an operator (`?state=all` for decided ones too)."""
+        state = request.query.get("state", "pending")
+        if state != "all" and state not in _APPROVAL_STATES:
+            return _error(400, "state is one of pending, approved, rejected, expired, all")
+        approvals = self._mesh().tools.approvals
+        found = await approvals.list(state=_APPROVAL_STATES.get(state))
+        now = time.time()
+        return _json([_approval(a, now) for a in reversed(found)])
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        """Approve or reject one pending call (`{"reason": ...}` optional)."""
+        approval_id = request.match_info["id"]
+        decision = request.match_info["decision"]
+        reason = str((await _body(request)).get("reason") or "")[:500]
+        # Who decided, as far as the dashboard knows: the token is shared, so the
+        # channel and the client's address are all there is.
+        channel = "API token" if self.auth.bearer(request) else "dashboard"
+        by = f"operator@{request.remote or 'unknown'} ({channel})"
+        approvals = self._mesh().tools.approvals
+        decide = approvals.approve if decision == "approve" else approvals.reject
+        try:
+            decided = await decide(approval_id, by=by, reason=reason)
+        except ActorMeshError as exc:  # an ApprovalError: unknown (404) or decided (409)
+            return _error(409 if getattr(exc, "state", "") else 404, exc.message)
+        log.info("approval %s (%s) %s by %s", approval_id, decided.tool, decided.state, by)
+        return _json(_approval(decided, time.time()))
+
     def _dlq(self) -> DeadLetters:
         return DeadLetters(self._mesh())
 
@@ -390,6 +426,14 @@ class Dashboard:
 
 def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("_static", name).read_bytes()
+
+
+def _approval(approval: Any, now: float) -> dict[str, Any]:
+    """An `Approval` as the page shows it: its state counting expiry, the time left."""
+    data: dict[str, Any] = _to_builtins(approval)
+    data["state"] = approval.effective_state(now)
+    data["left"] = None if approval.deadline is None else max(0.0, approval.deadline - now)
+    return data
 
 
 def _entry(entry: TimelineEntry) -> dict[str, Any]:

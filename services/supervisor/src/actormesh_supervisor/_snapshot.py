@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ._supervisor import Supervisor
+from ._tools import tool_rows
 from ._views import Slot, WorkerView
 
 __all__ = ["health_of", "snapshot"]
@@ -167,6 +168,7 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "workers": workers,
         "mailboxes": mailboxes,
         "splits": splits,
+        "tools": tool_rows(sup),
     }
 
 

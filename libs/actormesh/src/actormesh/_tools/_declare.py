@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -55,9 +55,17 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     needs_approval: bool = False
 
 
+@overload
+def tool(fn: F, /) -> F: ...
+
+
+@overload
+def tool(*, needs_approval: bool = False, description: str | None = None) -> Callable[[F], F]: ...
+
+
 def tool(
-    fn: F | None = None, *, needs_approval: bool = False, description: str | None = None
-) -> Any:
+    fn: F | None = None, /, *, needs_approval: bool = False, description: str | None = None
+) -> F | Callable[[F], F]:
     """Expose a handler as a tool: `@tool` or `@tool(needs_approval=True)`.
 
     Exposing puts the handler under grants: every message to it, tool call or

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -21,6 +22,7 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig
 
 from .._buckets import key_value
+from .._errors import ConfigError
 from .._state import kv_key
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class Grant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(Grant)
+#: What JetStream accepts as a KV key (a principal's escaped name must be one).
+_KV_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 _encoder = msgspec.json.Encoder()
 
 
@@ -70,13 +74,18 @@ class Grants:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def get(self, principal: str) -> Grant:
-        if self._watching is not None:
+    async def get(self, principal: str, *, fresh: bool = False) -> Grant:
+        """`principal`'s grant: from the live copy when watching, else (or `fresh`)
+        read from the bucket."""
+        if self._watching is not None and not fresh:
             await self._ready.wait()
             return self._live.get(principal) or Grant(principal=principal)
+        key = kv_key(principal)
+        if not _KV_KEY.match(key):
+            return Grant(principal=principal)  # no principal, or one no grant can name
         kv = await self.kv()
         try:
-            entry = await kv.get(kv_key(principal))
+            entry = await kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return Grant(principal=principal)
         return _decoder.decode(entry.value or b"")
@@ -94,8 +103,8 @@ class Grants:
                 out.append(_decoder.decode(entry.value or b""))
         return sorted(out, key=lambda g: g.principal)
 
-    async def allowed(self, principal: str, tool: str) -> bool:
-        return matches((await self.get(principal)).tools, tool)
+    async def allowed(self, principal: str, tool: str, *, fresh: bool = False) -> bool:
+        return matches((await self.get(principal, fresh=fresh)).tools, tool)
 
     def allowed_now(self, principal: str, tool: str) -> bool | None:
         """From the live copy, without waiting; None before the watch has loaded."""
@@ -105,7 +114,12 @@ class Grants:
         return grant is not None and matches(grant.tools, tool)
 
     async def needs_approval(self, principal: str, tool: str) -> bool:
-        return matches((await self.get(principal)).approval, tool)
+        grant = await self.get(principal)
+        if not matches(grant.tools, tool):
+            # The live copy is behind the grant the call was admitted by: go by the
+            # bucket, or a call could skip an approval granted a moment ago.
+            grant = await self.get(principal, fresh=True)
+        return matches(grant.approval, tool)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -126,8 +140,12 @@ class Grants:
         remove: tuple[str, ...] | None = (),
         approval: bool = False,
     ) -> Grant:
-        kv = await self.kv()
         key = kv_key(principal)
+        if not _KV_KEY.match(key):
+            raise ConfigError(
+                f"invalid principal {principal!r}: use letters, digits and - _ . : @ = +"
+            )
+        kv = await self.kv()
         for _ in range(10):  # compare-and-set: concurrent editors lose nothing
             try:
                 entry = await kv.get(key)
@@ -151,11 +169,16 @@ class Grants:
 
     # -- watching -----------------------------------------------------------------------
 
-    async def watch(self) -> None:
-        """Keep the live copy; idempotent."""
+    async def watch(self, wait: float | None = None) -> bool:
+        """Keep the live copy (idempotent); wait up to `wait` seconds (None: for
+        good) for it to load. Returns whether it has loaded: until then, `allowed`
+        reads the bucket, so nothing is admitted without a grant either way."""
         if self._watching is None:
             self._watching = asyncio.get_running_loop().create_task(self._watch())
-        await self._ready.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._ready.wait()
+        return self._ready.is_set()
 
     async def _watch(self) -> None:
         while True:

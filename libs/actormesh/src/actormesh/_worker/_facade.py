@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _nats
@@ -27,11 +27,12 @@ from .._consumer import PullConsumer
 from .._errors import ConfigError
 from .._interceptor import WorkerInterceptor
 from .._mailbox import ensure_mailbox, ensure_system_streams
-from .._wire import HealthReport, Heartbeat, WorkerStats
+from .._wire import HealthReport, Heartbeat, ToolStats, WorkerStats
 from ._containment import Containment
 from ._dispatch import Dispatcher
 from ._failures import Failures
 from ._handling import Handling
+from ._micro import MicroService
 from ._replies import Replies
 from ._settle import Settler
 from ._status import StatusReporter
@@ -97,6 +98,9 @@ class Worker:
         self.denied = 0
         #: Keys parked for failing past their restart intensity (see `_failures`).
         self.parked = 0
+        #: Per-tool figures for heartbeats (the observability package's tool
+        #: metrics set it); None sends none.
+        self.tool_stats: Callable[[], list[ToolStats]] | None = None
         self.hb_seq = 0
         self.loop_lag = 0.0
         #: The port serving /metrics and /healthz, for heartbeats (set once bound).
@@ -113,6 +117,7 @@ class Worker:
         )
         self._replies = Replies(mesh)
         self._reporter = StatusReporter(self)
+        self._micro = MicroService(self)
         self._failures = Failures(self)
         self._containment = Containment(self)
         self._handling = Handling(self, base=base)
@@ -194,7 +199,15 @@ class Worker:
         if self.spec.tools:
             # Published, and grants watched, before the first message is taken.
             await mesh.tools.publish(self.spec.tools)
-            await mesh.tools.grants.watch()
+            if not await mesh.tools.grants.watch(wait=5.0):
+                # Not fatal (each message then reads its grant), but worth a look:
+                # usually the broker user lacks the grants bucket's permissions.
+                log.warning(
+                    "grants of %s not loaded after 5s: checking them per message until "
+                    "they are (may this worker's NATS user read %s?)",
+                    self.actor_type,
+                    mesh.tools.grants.bucket,
+                )
         self._compose()
         if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
             # nats-py's internals are as `_nats` expects: acks are written directly.
@@ -220,6 +233,8 @@ class Worker:
         if self._handling.passivator.enabled:
             self._dispatcher.spawn(self._handling.passivator.sweep_loop(), "passivation")
         await self._reporter.event("started")
+        if self.config.micro:
+            await self._micro.start()
         log.info(
             "worker %s serving %s (concurrency %d)",
             self.id,
@@ -299,6 +314,7 @@ class Worker:
         if self._consumer is not None:
             await self._consumer.stop()
         await self._containment.stop()
+        await self._micro.stop()
         await self._handling.stop_all()
         await self._reporter.event(final)
         await self._reporter.publish_heartbeat(final)

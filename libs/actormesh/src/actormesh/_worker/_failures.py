@@ -51,6 +51,7 @@ class Failures:
         principal = inp.headers.get(Hdr.PRINCIPAL, "")
         denied = ToolDenied(tool, principal)
         w.denied += 1
+        w._handling.report("denied", inp, 0.0)
         log.warning("%s: %s", w.actor_type, denied.message)
         if inp.reply_to:
             await w._replies.error(inp.reply_to, denied, status="403")
@@ -202,6 +203,11 @@ class Failures:
         dead-letter stream refused it, a crash, a lost ack). Dead-letter it now,
         with the reason its last delivery failed if this process knows it."""
         w = self._w
+        if w.spec.tools and await w.mesh.tools.approvals.holding(w.actor_type, msg):
+            # Its deliveries went on waiting for an operator, not on failing: not
+            # exhausted. Handled as usual (the approval gate decides what comes next).
+            await w._handling.process(key, msg)
+            return
         deliveries = deliveries_of(msg)
         reason = _unstored.get(
             (w.mesh.subjects.mailbox_stream(w.actor_type), stream_seq_of(msg)),

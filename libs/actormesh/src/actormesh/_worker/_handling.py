@@ -31,6 +31,8 @@ from .._interceptor import (
 )
 from .._state import STATE_ATTR, StateSlot, StateStore
 from .._subjects import deliveries_of, stream_seq_of
+from .._tools._approvals import gate as approval_gate
+from .._tools._approvals import needs_approval
 from .._wire import Hdr
 from ._batch import Prepared, StatefulBatch
 from ._dispatch import key_of
@@ -131,16 +133,24 @@ class Handling:
         if handler.tool is not None and not await self._admitted(handler.tool.name, headers):
             await w._failures.denied(self._input(key, msg, headers, reply_to), handler.tool.name)
             return None
+        if (
+            handler.tool is not None
+            and await needs_approval(w, handler.tool, headers)
+            and await approval_gate(w, self._input(key, msg, headers, reply_to), handler.tool)
+            != "run"
+        ):
+            return None  # waiting for an operator (handed back), or rejected
         return Prepared(key, msg, headers, reply_to, obj, handler)
 
     async def _admitted(self, tool: str, headers: dict[str, str]) -> bool:
         """Whether the message's principal has a grant for `tool` (default deny)."""
         grants = self._w.mesh.tools.grants
         principal = headers.get(Hdr.PRINCIPAL, "")
-        allowed = grants.allowed_now(principal, tool)
-        if allowed is None:  # the live copy is not loaded yet
-            allowed = await grants.allowed(principal, tool)
-        return allowed
+        if grants.allowed_now(principal, tool):
+            return True
+        # Not loaded yet, or a refusal: asked of the bucket itself before refusing, so
+        # a grant made a moment ago (the watch not there yet) is never refused.
+        return await grants.allowed(principal, tool, fresh=True)
 
     async def run_prepared(self, ready: Prepared) -> None:
         """Run a decoded message through the handling chain, then ack it."""

@@ -75,6 +75,7 @@ class StatusReporter:
             instances=len(w._handling.instances),
             passivated=w.passivated,
             parked=w.parked,
+            tools=w.tool_stats() if w.tool_stats is not None else [],
         )
 
     async def publish_heartbeat(self, status: str | None = None) -> None:

@@ -46,6 +46,12 @@ def instrument(
 
         tracer = OtelTracer(tracing, propagator=propagator)
     mesh.tracer = tracer
+    # The caller's `execute_tool` spans (a plain object standing in for a mesh has no tools).
+    tools = getattr(mesh, "tools", None)
+    if tools is not None:
+        from ._tools import ToolSpans
+
+        tools.tracer = ToolSpans(tracer)
     install_tracing_interceptor(mesh)
     install_log_enricher()
     return tracer
@@ -57,4 +63,7 @@ def uninstrument(mesh: Mesh) -> None:
     A worker already running keeps the interceptor, which does nothing without a
     tracer."""
     mesh.tracer = None
+    tools = getattr(mesh, "tools", None)
+    if tools is not None:
+        tools.tracer = None
     remove_tracing_interceptor(mesh)

@@ -4,7 +4,8 @@
 mesh opens a span per message with whichever tracer `mesh.tracer` holds at the
 time (none while it is None: `uninstrument` needs no worker restart). The
 failure handling and the reply run inside the span, so the reply's producer span
-is its child and their log lines carry its ids.
+is its child and their log lines carry its ids. A tool call's consumer span is
+named `execute_tool <tool>`, with the GenAI attributes (`_tools`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._interceptor import HandleMessage, MessageInput, WorkerInterceptor
+from ._tools import name_tool_span
 
 if TYPE_CHECKING:
     from .._mesh import Mesh
@@ -41,6 +43,9 @@ class TracingInterceptor(WorkerInterceptor):
                 key=input.key,
                 deliveries=input.deliveries,
             ) as span:
+                handler = input.handler
+                if handler is not None and handler.tool is not None:
+                    name_tool_span(handler.tool, input.headers)
                 error = await next(input)
                 if error is not None:
                     span.error(error)

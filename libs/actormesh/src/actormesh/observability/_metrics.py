@@ -31,6 +31,7 @@ from .._version import VERSION
 
 if TYPE_CHECKING:
     from .._worker import Worker
+    from ._toolmetrics import ToolMetrics
 
 __all__ = ["WorkerMetrics"]
 
@@ -111,7 +112,7 @@ class WorkerMetrics(WorkerInterceptor):
         self.messages = Counter(
             "actormesh_messages",
             "Messages settled by this worker, by actor type, message type and outcome "
-            "(handled, failed, dead_lettered, expired, bad_message).",
+            "(handled, failed, dead_lettered, expired, bad_message, denied).",
             ["actor_type", "message_type", "outcome"],
             registry=registry,
         )
@@ -128,6 +129,12 @@ class WorkerMetrics(WorkerInterceptor):
         self._collector = _WorkerCollector(self)
         registry.register(self._collector)
         worker.add_interceptor(self)
+        #: Per-tool metrics, for a worker that serves tools (`_tools`).
+        self.tools: ToolMetrics | None = None
+        if worker.spec.tools:
+            from ._toolmetrics import ToolMetrics
+
+            self.tools = ToolMetrics(worker, registry)
 
     # -- the interceptor ----------------------------------------------------------
 
@@ -182,6 +189,8 @@ class WorkerMetrics(WorkerInterceptor):
                 if current is not None and current.cancelling():
                     raise
         self.worker.remove_interceptor(self)
+        if self.tools is not None:
+            self.tools.close()
         with contextlib.suppress(KeyError):
             self.registry.unregister(self._collector)
 

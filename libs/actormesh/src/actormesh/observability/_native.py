@@ -583,6 +583,37 @@ class MeshTracer:
             return NO_SPAN
         return self._span(self._recorder, ids, span_id, trace_state, head, headers.get(_MSG_ID))
 
+    def internal(self, name: str, attributes: Mapping[str, Any]) -> Any:
+        """An INTERNAL span, current while entered (a tool call's `execute_tool`): the
+        child of the current span, or a new trace's root."""
+        current = _get_current().get(_SPAN_KEY)
+        trace_state: str | None = None
+        if type(current) in _OURS:
+            current = cast(_SpanApi, current)
+            trace_id, trace_state = current.trace_id, current.trace_state
+            sampled = self._sampler.child(current._recorder is not None, trace_id)
+            ids = _TRACE_TAG + trace_id + b"\x22\x08" + current.span_id
+        elif (
+            current is not None
+            and isinstance(current, trace.Span)
+            and (parent := current.get_span_context()).is_valid
+        ):
+            trace_id = parent.trace_id.to_bytes(16)
+            trace_state = parent.trace_state.to_header() if parent.trace_state else None
+            sampled = self._sampler.child(parent.trace_flags.sampled, trace_id)
+            ids = _TRACE_TAG + trace_id + b"\x22\x08" + parent.span_id.to_bytes(8)
+        else:
+            number = _getrandbits(128) or 1
+            ids = _TRACE_TAG + number.to_bytes(16)
+            sampled = number & _LOW_64 < self._bound
+        span_id = (_getrandbits(64) or 1).to_bytes(8)
+        if not sampled:
+            # Current all the same: the sends inside continue the trace, unsampled.
+            return _ConsumerSpan(None, ids, span_id, trace_state, b"", None)
+        head = string_field(b"\x2a", name) + b"\x30" + varint(_otlp.KIND_INTERNAL)
+        head += _otlp.attributes(attributes)
+        return _ConsumerSpan(self._recorder, ids, span_id, trace_state, head, None)
+
     def sent(self, *, destination: str, headers: dict[str, str], operation: str) -> None:
         """A producer span of no length, for a message sent without waiting on it."""
         # What follows is `producer` for its commonest case (a root span to a fixed

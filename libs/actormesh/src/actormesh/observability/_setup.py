@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._metrics import WorkerMetrics
     from ._native import MeshTracer
     from ._pipeline import TracingPipeline
+    from ._toolmetrics import ToolMetrics
 
 __all__ = ["WorkerInstrumentation", "instrument_worker"]
 
@@ -54,6 +55,8 @@ class WorkerInstrumentation:
         self.tracer_provider = tracer_provider
         self.metrics = metrics
         self.http = http
+        #: Per-tool figures for heartbeats without /metrics (`_tool_figures`).
+        self.tool_metrics: ToolMetrics | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -69,6 +72,9 @@ class WorkerInstrumentation:
             if self.metrics is not None:
                 await self.metrics.close()
                 self.metrics = None
+            if self.tool_metrics is not None:
+                self.tool_metrics.close()
+                self.tool_metrics = None
         finally:
             if self.tracer is not None and self.worker.mesh.tracer is self.tracer:
                 from ._interceptor import remove_tracing_interceptor
@@ -107,6 +113,9 @@ async def instrument_worker(
     - With `metrics_port` (0 picks a free port): `/metrics` and `/healthz` on
       ACTORMESH_METRICS_HOST (default 127.0.0.1), from a registry of the
       worker's own. The bound port goes into the worker's heartbeats.
+    - Without it, a worker that serves tools still counts its tool calls for
+      its heartbeats (the supervisor's Tools panel), when prometheus-client is
+      installed; with it, those figures are in /metrics too.
 
     Raises `ConfigError` for bad settings or a missing optional dependency, and
     `ObservabilityError` if the port cannot be bound.
@@ -143,6 +152,7 @@ async def instrument_worker(
     metrics: WorkerMetrics | None = None
     http: WorkerHttpServer | None = None
     if metrics_port is None or metrics_config is None:
+        setup.tool_metrics = _tool_figures(worker)
         return setup
     try:
         try:
@@ -179,6 +189,20 @@ async def instrument_worker(
     worker.metrics_port = http.port
     log.info("metrics on %s/metrics, health on %s/healthz", http.url, http.url)
     return setup
+
+
+def _tool_figures(worker: Worker) -> ToolMetrics | None:
+    """Per-tool figures for the heartbeats of a worker that serves tools, without
+    /metrics; None for a worker without tools, or without prometheus-client."""
+    if not worker.spec.tools:
+        return None
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from ._toolmetrics import ToolMetrics
+    except ImportError:
+        return None
+    return ToolMetrics(worker, CollectorRegistry())
 
 
 def _global_sdk_provider(

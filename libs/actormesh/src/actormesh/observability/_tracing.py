@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import sys
 from contextvars import Token
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -215,6 +216,17 @@ class OtelTracer:
         span.set_attributes(attrs)
         self._propagator.inject(headers, context=trace.set_span_in_context(span))
         return _Scope(span, None)
+
+    def internal(self, name: str, attributes: dict[str, Any]) -> _Scope:
+        """An INTERNAL span, current while entered (a tool call's `execute_tool`)."""
+        span = self._tracer.start_span(
+            name,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        return _Scope(span, trace.set_span_in_context(span))
 
     def consumer(
         self,

@@ -217,6 +217,7 @@ function render(snap) {
   renderSummary(snap);
   renderWorkers(snap);
   renderMailboxes(snap);
+  renderTools(snap);
   renderDlqTypes(snap);
 }
 
@@ -420,6 +421,35 @@ function renderMailboxes(snap) {
       : h("span", { class: "pill ok" }, `${m.consumers} consumer${m.consumers === 1 ? "" : "s"}`)))));
 }
 
+// -- tools -------------------------------------------------------------------------
+// Per tool, summed over the live workers' heartbeats (workers with metrics on).
+
+function ms(v) {
+  if (v === null || v === undefined) return "–";
+  return v < 10 ? `${v.toFixed(2)} ms` : `${Math.round(v).toLocaleString()} ms`;
+}
+
+function renderTools(snap) {
+  const body = $("tools-body");
+  const tools = snap.tools || [];
+  if (!tools.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "empty" },
+      "No tool figures yet (workers report them with metrics on).")));
+    return;
+  }
+  body.replaceChildren(...tools.map((t) => h("tr", { "data-tool": t.tool },
+    h("td", {}, h("b", {}, t.tool),
+      h("span", { class: "detail" }, `${t.workers} worker${t.workers === 1 ? "" : "s"}`)),
+    h("td", { class: "num", "data-field": "calls" }, fmt(t.calls)),
+    h("td", { class: "num", "data-field": "p50" }, ms(t.p50_ms)),
+    h("td", { class: "num", "data-field": "p99" }, ms(t.p99_ms)),
+    h("td", { class: `num ${t.errors ? "bad-text" : ""}`, "data-field": "errors",
+      title: `${fmt(t.errors)} of ${fmt(t.calls)}` }, `${(100 * t.error_rate).toFixed(1)}%`),
+    h("td", { class: `num ${t.denied ? "warn-text" : ""}`, "data-field": "denied" }, fmt(t.denied)),
+    h("td", { class: `num ${t.approvals_pending ? "warn-text" : ""}`, "data-field": "pending" },
+      fmt(t.approvals_pending)))));
+}
+
 // -- timeline ----------------------------------------------------------------------
 
 async function loadEvents() {
@@ -569,4 +599,75 @@ document.addEventListener("DOMContentLoaded", async () => {
   }
   if (ui.readOpen || ui.authenticated) start();
   else banner("Log in to see the mesh: this dashboard is not bound to loopback.", "info");
+});
+
+// -- approvals ---------------------------------------------------------------------
+// Tool calls waiting for an operator. Self-contained: polled once a second while
+// the page is live; the decision buttons are control actions (login, CSRF).
+
+const APPROVAL_PILL = { pending: "warn", approved: "ok", rejected: "bad", expired: "idle" };
+const approvals = { list: [], shown: "" };
+
+async function loadApprovals() {
+  if (!ui.source) return; // not live (not logged in where reading needs it)
+  const state = $("approvals-state").value;
+  let list;
+  try {
+    list = await api("GET", `/api/approvals?state=${encodeURIComponent(state)}`);
+  } catch (e) {
+    return;
+  }
+  approvals.list = list;
+  renderApprovals();
+}
+
+function renderApprovals() {
+  const list = approvals.list;
+  const pending = list.filter((a) => a.state === "pending").length;
+  setText($("approvals-count"), pending ? `${pending} pending` : "");
+  $("approvals-count").hidden = !pending;
+  // Rows are rebuilt only when the set or a state changes: a click never lands on
+  // a row being replaced; the time columns are updated in place.
+  const shown = JSON.stringify(list.map((a) => [a.id, a.state]));
+  const body = $("approvals-body");
+  if (shown !== approvals.shown) {
+    approvals.shown = shown;
+    body.replaceChildren(...(list.length ? list.map(approvalRow)
+      : [h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No calls waiting for approval."))]));
+  }
+  const now = Date.now() / 1000;
+  for (const a of list) {
+    const tr = body.querySelector(`tr[data-approval="${CSS.escape(a.id)}"]`);
+    if (!tr) continue;
+    // How long it waited (so far, or until decided); the time left only while pending.
+    setText(tr.querySelector('[data-field="waiting"]'), ago((a.decided_at || now) - a.created));
+    setText(tr.querySelector('[data-field="left"]'), a.left === null || a.state !== "pending" ? "—" : ago(a.left));
+  }
+}
+
+function approvalRow(a) {
+  const decide = (decision) => async () => {
+    const verb = decision === "approve" ? "approve" : "reject";
+    if (await action(`${verb} ${a.tool}`, "POST", `/api/approvals/${encodeURIComponent(a.id)}/${decision}`)) {
+      loadApprovals();
+    }
+  };
+  const decided = a.state === "pending" ? null
+    : h("span", { class: "detail" }, a.decided_by ? `by ${a.decided_by}` : "", a.reason ? ` · ${a.reason}` : "");
+  return h("tr", { dataset: { approval: a.id, tool: a.tool, state: a.state } },
+    h("td", {}, h("b", {}, a.tool), h("span", { class: "detail" }, `${a.actor_type} · ${a.id}`)),
+    h("td", {}, h("code", {}, a.principal || "(none)")),
+    h("td", {}, h("code", { "data-field": "arguments" }, a.arguments)),
+    h("td", { "data-field": "waiting" }),
+    h("td", { class: "num", "data-field": "left" }),
+    h("td", {}, h("span", { class: `pill ${APPROVAL_PILL[a.state] || "idle"}`, "data-field": "state" }, a.state), decided),
+    h("td", { class: "actions" }, a.state !== "pending" ? null : [
+      h("button", { class: "btn small primary", "data-needs-login": true, "data-action": "approve", onclick: decide("approve") }, "Approve"),
+      h("button", { class: "btn small danger", "data-needs-login": true, "data-action": "reject", onclick: decide("reject") }, "Reject"),
+    ]));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("approvals-state").addEventListener("change", () => { approvals.shown = ""; loadApprovals(); });
+  setInterval(loadApprovals, 1000);
 });
