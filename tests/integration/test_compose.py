@@ -32,6 +32,7 @@ PASSWORDS = {
     "COUNTER_PASSWORD": "counter-pw",
     "ECHO_PASSWORD": "echo-pw",
     "CLIENT_PASSWORD": "client-pw",
+    "ASSISTANT_PASSWORD": "assistant-pw",
 }
 
 

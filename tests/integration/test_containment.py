@@ -28,7 +28,7 @@ from actormesh import (
 )
 from actormesh._dlq import DeadLetters
 from actormesh.lowlevel import parked_stream, release_parked
-from actormesh.testing import running_worker
+from actormesh.testing import eventually, running_worker
 from actormesh_supervisor import Service
 from tests.actors_supervisor import TOKEN, meshfile, options
 
@@ -96,14 +96,6 @@ def _reset() -> None:
     Toxic.broken = set()
     Toxic.handled = []
     Toxic.runs = {}
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 class Events:

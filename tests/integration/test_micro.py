@@ -4,28 +4,17 @@ an ask through the durable mailbox."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from actormesh import Mesh
-from actormesh.testing import running_worker
+from actormesh.testing import eventually, running_worker
 from actormesh_counter import Counter, Inc
 from tests.actors_tools import Vault
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def gather_replies(mesh: Mesh, subject: str, wait: float = 1.0) -> list[dict[str, Any]]:

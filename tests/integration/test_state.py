@@ -3,16 +3,12 @@ effect, restart means reload, passivation, deterministic ids of handler sends.""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import msgspec
 import pytest
 
 from actormesh import Actor, ConfigError, MailboxConfig, Mesh, Message, WorkerConfig
 from actormesh._state import StateEnvelope, kv_key
-from actormesh.testing import running_worker
+from actormesh.testing import eventually, running_worker
 from tests.actors_state import Add, Forward, Ledger, PassiveLedger, ResumingLedger, Tally, Total
 
 pytestmark = pytest.mark.integration
@@ -23,14 +19,6 @@ def _reset() -> None:
     Ledger.starts.clear()
     Ledger.stops.clear()
     Ledger.runs.clear()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def stored(mesh: Mesh, actor_type: str, key: str) -> tuple[Tally, StateEnvelope]:

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable
 
 import jsonschema
 import pytest
@@ -22,7 +21,7 @@ from actormesh import (
     WorkerConfig,
 )
 from actormesh._actor import spec_of
-from actormesh.testing import running_worker
+from actormesh.testing import eventually, running_worker
 from tests.actors_tools import Relay, Vault
 
 pytestmark = pytest.mark.integration
@@ -32,14 +31,6 @@ pytestmark = pytest.mark.integration
 def _reset() -> None:
     Relay.seen.clear()
     Relay.ran.clear()
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def test_declared_tools_and_their_schemas() -> None:

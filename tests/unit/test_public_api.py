@@ -68,6 +68,7 @@ def test_testing_names_are_pinned() -> None:
         "NatsServer",
         "ServerConfig",
         "broker",
+        "eventually",
         "running_worker",
         "unique_prefix",
     ]

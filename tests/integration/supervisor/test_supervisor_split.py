@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from actormesh import Mesh, WorkerConfig
+from actormesh._meshfile import GrantSpec
 from actormesh.lowlevel import ControlReply, ControlRequest
 from actormesh.testing import running_worker
 from actormesh_supervisor import Supervisor
@@ -136,3 +137,26 @@ async def test_one_worker_per_partition_is_no_split(
         seen = sup.heartbeats
         await wait_until(lambda: sup.heartbeats >= seen + 16, 20, what="more heartbeats")
         assert sup.splits.splits == {} and sup.splits.detected_total == 0
+
+
+async def test_the_supervisor_applies_the_mesh_files_grants(
+    mesh: Mesh, nats_url: str, mesh_prefix: str, tmp_path: Path
+) -> None:
+    """A deployment without `actormesh up` (compose) gets the mesh file's grants
+    from the supervisor; applying them again only adds."""
+    mf = msgspec.structs.replace(
+        meshfile(mesh_prefix, []),
+        grants=[
+            GrantSpec(principal="assistant", tools=["counter.add"]),
+            GrantSpec(principal="client", tools=["counter.read"], approval=["counter.clear"]),
+        ],
+    )
+    await mesh.tools.grants.grant("client", "echo.say")
+    for _ in range(2):
+        sup = Supervisor(options(nats_url, mesh_prefix, tmp_path, mf))
+        await sup.start()
+        await sup.stop()
+    assert (await mesh.tools.grants.get("assistant", fresh=True)).tools == ["counter.add"]
+    client = await mesh.tools.grants.get("client", fresh=True)
+    assert client.tools == ["echo.say", "counter.read", "counter.clear"]
+    assert client.approval == ["counter.clear"]

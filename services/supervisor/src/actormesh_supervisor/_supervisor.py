@@ -97,6 +97,13 @@ class Supervisor(SupervisorState):
             o.nats_url, prefix=o.prefix, name=f"supervisor-{self.sup.name}", **options
         )
         await ensure_system_streams(mesh.js, self.subjects)
+        # The mesh file's grants (idempotent: only adds), so a deployment without
+        # `actormesh up` (compose) gets them too.
+        for grant in o.meshfile.grants:
+            if grant.tools:
+                await mesh.tools.grants.grant(grant.principal, *grant.tools)
+            if grant.approval:
+                await mesh.tools.grants.grant(grant.principal, *grant.approval, approval=True)
         self.mailboxes = MailboxMonitor(mesh.js, self.subjects, stall_after=self.sup.stall_after)
         self._subs.append(
             await mesh.nc.subscribe(

@@ -7,6 +7,14 @@ session broker runs in a container instead.
 """
 
 from .._server import NatsServer, ServerConfig
-from ._harness import Broker, broker, running_worker, unique_prefix
+from ._harness import Broker, broker, eventually, running_worker, unique_prefix
 
-__all__ = ["Broker", "NatsServer", "ServerConfig", "broker", "running_worker", "unique_prefix"]
+__all__ = [
+    "Broker",
+    "NatsServer",
+    "ServerConfig",
+    "broker",
+    "eventually",
+    "running_worker",
+    "unique_prefix",
+]

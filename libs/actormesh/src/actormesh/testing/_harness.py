@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -71,3 +73,15 @@ async def running_worker(
 def unique_prefix() -> str:
     """A subject prefix no other test uses, so tests can share one broker."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+async def eventually(
+    predicate: Callable[[], bool], timeout: float = 15.0, *, what: str = "condition"
+) -> None:
+    """Wait until `predicate()` holds (checked every 20 ms), or fail after `timeout`
+    seconds with an AssertionError naming `what`: for tests that wait on a worker."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g}s")
+        await asyncio.sleep(0.02)
