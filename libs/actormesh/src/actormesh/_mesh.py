@@ -1,6 +1,8 @@
 """Mesh: one NATS connection to the mesh, publishing with flow control and typed errors.
 
-`ActorRef` (tell / ask one actor) lives in `_ref`.
+`ActorRef` (tell / ask one actor) lives in `_ref`. A little over 500 lines: the
+connection, the publishes awaiting a PubAck (window, full-mailbox retry), the
+reply inbox and the PubAck-to-error mapping share the in-flight tables.
 """
 
 from __future__ import annotations

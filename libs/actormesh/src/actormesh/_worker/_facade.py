@@ -210,8 +210,10 @@ class Worker:
                 )
         self._compose()
         if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
-            # nats-py's internals are as `_nats` expects: acks are written directly.
+            # nats-py's internals are as `_nats` expects: acks (and replies) are written
+            # directly.
             self._settler.nc = mesh.nc
+            self._replies.direct = True
         self._consumer = self._settler.consumer = PullConsumer(
             mesh.nc,
             stream=subjects.mailbox_stream(self.actor_type),

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -109,38 +109,62 @@ class Handling:
         if self.batch is not None:
             await self.batch.run(key, msg)
             return
-        ready = await self.prepare(key, msg)
-        if ready is not None:
-            await self.run_prepared(ready)
+        # `prepare` and `run_prepared`, inlined: two coroutine frames less per message.
+        ready = self._decoded(key, msg)
+        if not isinstance(ready, Prepared):
+            await ready  # settled: an expired ask, or bad input
+            return
+        if ready.handler.tool is not None and not await self._gate(ready):
+            return
+        if type(ready.obj) in self._direct:
+            await self._direct_call(*ready)
+            return
+        await self._chain(ready)
 
     async def prepare(self, key: str, msg: Msg) -> Prepared | None:
-        """Decode `msg`; None when it was settled here (an expired ask, bad input)."""
+        """Decode `msg` and check its grant; None when it was settled here (an
+        expired ask, bad input, no grant) or waits for an operator's approval."""
+        ready = self._decoded(key, msg)
+        if not isinstance(ready, Prepared):
+            await ready
+            return None
+        if ready.handler.tool is not None and not await self._gate(ready):
+            return None
+        return ready
+
+    def _decoded(self, key: str, msg: Msg) -> Prepared | Coroutine[Any, Any, None]:
+        """The decoded message, or the coroutine that settles it (not a coroutine
+        itself: the common case costs no frame)."""
         w = self._w
         headers = msg.headers or {}
         reply_to = headers.get(Hdr.REPLY_TO)
         deadline = headers.get(Hdr.DEADLINE)
         if deadline is not None and _expired(deadline):
-            await w._failures.expired(self._input(key, msg, headers, reply_to), deadline)
-            return None
+            return w._failures.expired(self._input(key, msg, headers, reply_to), deadline)
         try:
             obj = self._decoder.decode(msg.data)
             handler = self._handlers[type(obj)]
         except Exception as exc:
             # Whatever decoding raises (bad UTF-8, nesting too deep, an unknown
             # type, no memory) is the input's fault: settle it now, never leave it held.
-            await w._failures.bad_message(self._input(key, msg, headers, reply_to), exc)
-            return None
-        if handler.tool is not None and not await self._admitted(handler.tool.name, headers):
-            await w._failures.denied(self._input(key, msg, headers, reply_to), handler.tool.name)
-            return None
-        if (
-            handler.tool is not None
-            and await needs_approval(w, handler.tool, headers)
-            and await approval_gate(w, self._input(key, msg, headers, reply_to), handler.tool)
-            != "run"
-        ):
-            return None  # waiting for an operator (handed back), or rejected
+            return w._failures.bad_message(self._input(key, msg, headers, reply_to), exc)
         return Prepared(key, msg, headers, reply_to, obj, handler)
+
+    async def _gate(self, ready: Prepared) -> bool:
+        """A message to a tool: whether it may run now (its principal has a grant,
+        and an approval it needs was given); if not, it was settled or handed back."""
+        w = self._w
+        key, msg, headers, reply_to, _, handler = ready
+        tool = handler.tool
+        if tool is None:
+            return True
+        if not await self._admitted(tool.name, headers):
+            await w._failures.denied(self._input(key, msg, headers, reply_to), tool.name)
+            return False
+        if await needs_approval(w, tool, headers):
+            inp = self._input(key, msg, headers, reply_to)
+            return await approval_gate(w, inp, tool) == "run"
+        return True
 
     async def _admitted(self, tool: str, headers: dict[str, str]) -> bool:
         """Whether the message's principal has a grant for `tool` (default deny)."""
@@ -153,12 +177,15 @@ class Handling:
         return await grants.allowed(principal, tool, fresh=True)
 
     async def run_prepared(self, ready: Prepared) -> None:
-        """Run a decoded message through the handling chain, then ack it."""
+        """Run a decoded, admitted message through the handling chain, then ack it."""
+        if type(ready.obj) in self._direct:
+            await self._direct_call(*ready)
+            return
+        await self._chain(ready)
+
+    async def _chain(self, ready: Prepared) -> None:
         w = self._w
         key, msg, headers, reply_to, obj, handler = ready
-        if type(obj) in self._direct:
-            await self._direct_call(key, msg, headers, reply_to, obj, handler)
-            return
         inp = self._input(key, msg, headers, reply_to)
         inp.message = obj
         inp.handler = handler

@@ -27,6 +27,9 @@ class Replies:
 
     def __init__(self, mesh: Mesh) -> None:
         self._mesh = mesh
+        #: Replies may skip nats-py's `publish` wrapper (set by the worker when the
+        #: connection is `actormesh._nats.Client` and its overrides are on).
+        self.direct = False
 
     async def value(self, reply_to: str, value: Any) -> None:
         try:
@@ -58,7 +61,18 @@ class Replies:
         tracer = mesh.tracer
         try:
             if tracer is None:
-                await mesh.nc.publish(reply_to, data, headers=headers)
+                nc = mesh.nc
+                if (
+                    self.direct
+                    and nc.is_connected
+                    and not nc.is_draining_pubs
+                    and len(data) <= nc.max_payload
+                ):
+                    # `publish` without its subject scan and checks: the subject was
+                    # checked above (more strictly), the connection and size here.
+                    await nc._send_publish(reply_to, "", data, len(data), headers)
+                else:
+                    await nc.publish(reply_to, data, headers=headers)
                 return
             headers = headers or {}
             with tracer.producer(destination=reply_to, headers=headers, operation="reply") as span:
@@ -77,8 +91,23 @@ _NOT_LITERAL = re.compile(r"\s|^\.|\.\.|\.$|(?:^|\.)[*>](?:\.|$)")
 MAX_REPLY_SUBJECT = 1024
 
 
+#: Subject prefixes (all but the last token) of replies found publishable: an
+#: asker's inbox prefix is the same for all its asks, so the common case is a set
+#: lookup and `str.isalnum` on the last token instead of a regular expression.
+_GOOD_PREFIXES: set[str] = set()
+_GOOD_PREFIXES_MAX = 4096
+
+
 def _publishable(subject: str) -> bool:
     """A literal subject: tokens neither empty nor wildcards, no whitespace, short."""
-    return (
+    prefix, dot, last = subject.rpartition(".")
+    if dot and prefix in _GOOD_PREFIXES and last.isalnum() and len(subject) <= MAX_REPLY_SUBJECT:
+        return True
+    ok = (
         0 < len(subject) <= MAX_REPLY_SUBJECT // 4 or 0 < len(subject.encode()) <= MAX_REPLY_SUBJECT
     ) and _NOT_LITERAL.search(subject) is None
+    if ok and dot:
+        if len(_GOOD_PREFIXES) >= _GOOD_PREFIXES_MAX:  # a bound: askers come and go
+            _GOOD_PREFIXES.clear()
+        _GOOD_PREFIXES.add(prefix)
+    return ok
