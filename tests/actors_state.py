@@ -71,3 +71,10 @@ class ResumingLedger(Ledger):
 class PassiveLedger(Ledger):
     actor_type = "ledger-passive"
     passivation = Passivation(idle_after=0.2, max_instances=3)
+
+
+class OnceLedger(Ledger):
+    """One delivery: a delivery after it is past `max_deliver`."""
+
+    actor_type = "ledger-once"
+    mailbox = MailboxConfig(ack_wait=2.0, backoff=(0.05,), max_deliver=1)

@@ -3,13 +3,24 @@ effect, restart means reload, passivation, deterministic ids of handler sends.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
 from actormesh import Actor, ConfigError, MailboxConfig, Mesh, Message, WorkerConfig
 from actormesh._state import StateEnvelope, kv_key
 from actormesh.testing import eventually, running_worker
-from tests.actors_state import Add, Forward, Ledger, PassiveLedger, ResumingLedger, Tally, Total
+from tests.actors_state import (
+    Add,
+    Forward,
+    Ledger,
+    OnceLedger,
+    PassiveLedger,
+    ResumingLedger,
+    Tally,
+    Total,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +217,29 @@ async def test_queued_messages_of_a_key_commit_together(mesh: Mesh) -> None:
         assert await ref.ask(Total(), timeout=10) == 299
     state, _ = await stored(mesh, "ledger", "hot")
     assert state.n == 299
+
+
+async def test_a_delivery_past_max_deliver_already_applied_is_acked(mesh: Mesh) -> None:
+    """Committed on its only delivery, then not acked (a crash, simulated by dropping
+    the ack): delivered again past max_deliver, it is acked, not dead-lettered."""
+    ref = mesh.ref(OnceLedger, "k")
+    async with running_worker(mesh, OnceLedger) as worker:
+        settler = worker._settler
+        real_ack = settler.ack
+        acks: list[str] = []
+
+        async def lose_first_ack(msg: Any) -> None:
+            acks.append(msg.reply)
+            if len(acks) == 1:
+                settler._release(msg)
+                return
+            await real_ack(msg)
+
+        settler.ack = lose_first_ack  # type: ignore[method-assign]
+        await ref.tell(Add(by=5))
+        # The second delivery comes after ack_wait (2 s) and is settled.
+        await eventually(lambda: len(acks) >= 2 and not settler.held, timeout=30)
+        settler.ack = real_ack  # type: ignore[method-assign]
+        assert ".ledger_once.2." in acks[1], "the second delivery was acked"
+        assert worker.dead_lettered == 0
+        assert await ref.ask(Total(), timeout=10) == 5

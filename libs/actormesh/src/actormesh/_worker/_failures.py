@@ -208,6 +208,12 @@ class Failures:
             # exhausted. Handled as usual (the approval gate decides what comes next).
             await w._handling.process(key, msg)
             return
+        if await w._handling.already_applied(key, msg):
+            # Its last delivery committed the state, then was not acked (a crash): its
+            # effect is there, so it is done, not a dead letter (replaying it from
+            # there would apply it twice).
+            await w._settler.ack(msg)
+            return
         deliveries = deliveries_of(msg)
         reason = _unstored.get(
             (w.mesh.subjects.mailbox_stream(w.actor_type), stream_seq_of(msg)),

@@ -413,6 +413,16 @@ class Handling:
             origin=headers.get(Hdr.MSG_ID) or f"seq{stream_seq_of(msg)}",
         )
 
+    async def already_applied(self, key: str, msg: Msg) -> bool:
+        """Whether `msg`'s effect is in `key`'s durable state (False without state)."""
+        store = self.store
+        if store is None:
+            return False
+        slot = self._slots.get(key)
+        if slot is None:
+            _, slot = await store.load(key)
+        return slot.contains(stream_seq_of(msg))
+
     async def fresh_instance(self, key: str) -> Actor:
         """A new instance for `key`, with its committed state loaded (no hook run)."""
         instance = self._w.spec.cls()
