@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -85,13 +86,14 @@ async def up(meshfile: MeshFile, settings: Settings, *, config_path: Path) -> in
         flush=True,
     )
     print(f"actormesh: workers: {', '.join(c.name for _, c in meshfile.children()) or 'none'}")
+    cli = _cli_name()
     print(
-        'actormesh: try  actormesh tell counter user-42 \'{"type":"Inc","by":1}\'  '
-        'and  actormesh ask counter user-42 \'{"type":"Get"}\''
+        f'actormesh: try  {cli} tell counter user-42 \'{{"type":"Inc","by":1}}\'  '
+        f'and  {cli} ask counter user-42 \'{{"type":"Get"}}\''
     )
     if any(c.actor == "actormesh_assistant:Assistant" for _, c in meshfile.children()):
         print(
-            "actormesh: and  actormesh tool call assistant.run "
+            f"actormesh: and  {cli} tool call assistant.run "
             '\'{"task":"count","key":"user-42","times":3}\' --principal cli'
         )
     print("actormesh: Ctrl-C stops everything", flush=True)
@@ -139,3 +141,15 @@ async def _grant_at_start(url: str, meshfile: MeshFile) -> None:
     for spec in meshfile.grants:
         tools = [*spec.tools, *(f"{t} (approval)" for t in spec.approval)]
         print(f"actormesh: grant {spec.principal}: {', '.join(tools)}", flush=True)
+
+
+def _cli_name() -> str:
+    """How to run the CLI from here: `actormesh` if that is on PATH and this one,
+    else its path (`.venv/bin/actormesh` after `make up`)."""
+    cli = Path(sys.executable).with_name("actormesh")
+    if shutil.which("actormesh") == str(cli) or not cli.exists():
+        return "actormesh"
+    try:
+        return os.path.relpath(cli)
+    except ValueError:
+        return str(cli)
