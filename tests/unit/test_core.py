@@ -202,8 +202,8 @@ def test_ack_subject_parsing() -> None:
 def test_the_repository_mesh_toml_loads() -> None:
     mf = load(ROOT / "mesh.toml")
     assert mf.broker.sync_always is True
-    assert [c.name for _, c in mf.children()] == ["counter", "echo", "assistant"]
-    assert {g.principal for g in mf.grants} == {"assistant", "cli"}
+    assert [c.name for _, c in mf.children()] == ["counter", "echo", "assistant", "mcp"]
+    assert {g.principal for g in mf.grants} == {"assistant", "cli", "ide"}
 
 
 def test_mesh_toml_errors_are_clear(tmp_path: Path) -> None:

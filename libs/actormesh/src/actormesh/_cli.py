@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="run the embedded broker, the supervisor and the workers")
     u.add_argument("--config", default="mesh.toml")
     _tool_parsers(sub)
+    from .mcp import add_mcp_parser  # light: the `mcp` SDK loads only when it runs
+
+    add_mcp_parser(sub)
+    from .mcp._client_command import add_mcp_client_parser
+
+    add_mcp_client_parser(sub)
+    from .agents._command import add_agent_parsers  # light: the work loads when it runs
+
+    add_agent_parsers(sub)
     return p
 
 
@@ -137,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
             from ._tools._commands import run_tool_command
 
             return _run(run_tool_command(args, url, prefix))
+        if args.command == "mcp":
+            from .mcp import run_mcp
+
+            return _run(run_mcp(args, url, prefix))
+        if args.command == "mcp-client":
+            from .mcp._client_command import run_mcp_client
+
+            return _run(run_mcp_client(args, url, prefix))
+        if args.command in ("agent-host", "agent-bridge", "agents"):
+            from .agents._command import run_agent_command
+
+            return _run(run_agent_command(args, url, prefix))
         if args.command == "up":
             from ._meshfile import load
             from ._up import up

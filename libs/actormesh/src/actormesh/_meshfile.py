@@ -13,6 +13,7 @@ __all__ = [
     "ChildSpec",
     "GrantSpec",
     "GroupSpec",
+    "McpServerSpec",
     "MeshFile",
     "SupervisorSection",
     "load",
@@ -141,6 +142,45 @@ class GrantSpec(_Section, frozen=True):
             )
 
 
+class McpServerSpec(_Section, frozen=True):
+    """An `[[mcp_servers]]` entry: an external MCP server (a stdio `command` or a
+    streamable HTTP `url`) whose tools the mesh serves as `mcp.<name>.<tool>`.
+
+    `load` runs each as a supervised child `mcp-<name>` (`actormesh mcp-client`, actor
+    type `mcp-<name>`) in a generated one_for_one group `mcp_servers`.
+    """
+
+    name: str
+    command: list[str] = []
+    url: str = ""
+    #: The stdio server's environment (it gets only a minimal one besides).
+    env: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        from ._subjects import check_actor_type
+
+        check_actor_type(f"mcp-{self.name}")
+        if bool(self.command) == bool(self.url):
+            raise ConfigError(
+                f"mcp server {self.name!r}: give exactly one of `command = [...]` or `url`"
+            )
+
+    def child(self) -> ChildSpec:
+        argv = ["{python}", "-m", "actormesh", "--nats-url", "{nats_url}",
+                "--prefix", "{prefix}", "mcp-client",
+                "--heartbeat-interval", "{heartbeat_interval}"]  # fmt: skip
+        argv += [f"--env={k}={v}" for k, v in self.env.items()]
+        if self.url:
+            argv += ["--url", self.url, self.name]
+        else:
+            argv += [self.name, "--", *self.command]
+        return ChildSpec(name=f"mcp-{self.name}", command=argv, shutdown_grace=10.0)
+
+
+#: The group `load` puts the `[[mcp_servers]]` children in.
+MCP_GROUP = "mcp_servers"
+
+
 class MeshFile(_Section, frozen=True):
     mesh: MeshSection = MeshSection()
     broker: BrokerSection = BrokerSection()
@@ -148,6 +188,8 @@ class MeshFile(_Section, frozen=True):
     groups: list[GroupSpec] = []
     #: Applied to the grants bucket when the mesh starts (see `GrantSpec`).
     grants: list[GrantSpec] = []
+    #: External MCP servers, run as supervised children (see `McpServerSpec`).
+    mcp_servers: list[McpServerSpec] = []
 
     def children(self) -> list[tuple[GroupSpec, ChildSpec]]:
         return [(g, c) for g in self.groups for c in g.children]
@@ -160,6 +202,17 @@ def load(path: str | Path) -> MeshFile:
     except FileNotFoundError:
         raise ConfigError(f"{p} not found: run from the repository root or pass --config") from None
     try:
-        return msgspec.toml.decode(data, type=MeshFile)
+        meshfile = msgspec.toml.decode(data, type=MeshFile)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from exc
+    return with_mcp_group(meshfile)
+
+
+def with_mcp_group(meshfile: MeshFile) -> MeshFile:
+    """`meshfile` with its `[[mcp_servers]]` as the children of a group `mcp_servers`."""
+    if not meshfile.mcp_servers:
+        return meshfile
+    if any(g.name == MCP_GROUP for g in meshfile.groups):
+        raise ConfigError(f"group {MCP_GROUP!r} is the [[mcp_servers]]' own: rename yours")
+    group = GroupSpec(name=MCP_GROUP, children=[s.child() for s in meshfile.mcp_servers])
+    return msgspec.structs.replace(meshfile, groups=[*meshfile.groups, group])
