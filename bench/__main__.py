@@ -39,6 +39,7 @@ MODULES = {
     "bench_keys": "keys",
     "bench_state": "state",
     "bench_tools": "tools",
+    "bench_mcp": "mcp",
 }
 MESH_SECTIONS = ("tell", "ask", "rss")
 

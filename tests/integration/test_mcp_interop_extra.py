@@ -1,0 +1,207 @@
+"""The official `mcp` client over real streamable HTTP, against `actormesh mcp` as
+a real process: a call that needs approval waits until an operator decides it
+through the supervisor dashboard's approvals API (approved: the result; rejected:
+an MCP tool error `tool_rejected`), and the caller's trace (a `traceparent` in
+the request's `_meta`) is the trace of the worker's span for that tool call."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import RequestParamsMeta
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from actormesh import Mesh
+from actormesh.observability import instrument
+from actormesh.testing import eventually, running_worker
+from actormesh_supervisor import Service
+from tests.actors_approvals import Safe
+from tests.actors_mcp import Probe
+from tests.actors_supervisor import TOKEN as DASHBOARD_TOKEN
+from tests.actors_supervisor import meshfile, options
+
+pytestmark = pytest.mark.integration
+
+MCP_TOKEN = "test-token-extra-5c2e8d1a9f7b4e60"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _listening(port: int, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(750):
+        assert proc.returncode is None, "actormesh mcp --http exited"
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@asynccontextmanager
+async def mcp_client(
+    env: dict[str, str], tmp_path: Path, *, call_timeout: float
+) -> AsyncIterator[Client]:
+    """`actormesh mcp --http` (alice's token) and the official client connected to it."""
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[tokens]\n"{MCP_TOKEN}" = "alice"\n')
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "actormesh", "mcp", "--http", "--port", str(port)),
+        *("--tokens", str(tokens), "--call-timeout", str(call_timeout)),
+        env=env,
+    )
+    try:
+        await _listening(port, proc)
+        headers = {"Authorization": f"Bearer {MCP_TOKEN}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=call_timeout + 30) as http,
+            Client(
+                streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)
+            ) as client,
+        ):
+            yield client
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 15) == 0, "a clean stop on SIGTERM"
+
+
+def _text(result: Any) -> str:
+    (block,) = result.content
+    text: str = block.text
+    return text
+
+
+async def _granted(mesh: Mesh, principal: str, *tools: str) -> None:
+    await mesh.tools.grants.grant(principal, *tools)
+    await eventually(
+        lambda: all(mesh.tools.grants.allowed_now(principal, t) for t in tools),
+        what=f"{principal}'s grants seen",
+    )
+
+
+async def _pending(http: aiohttp.ClientSession, url: str, door: str) -> str:
+    """The id of the pending approval for opening `door`, once it is listed."""
+    auth = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+    for _ in range(600):
+        async with http.get(url + "api/approvals", headers=auth) as r:
+            assert r.status == 200
+            for a in await r.json():
+                if f'"{door}"' in str(a["arguments"]) and a["state"] == "pending":
+                    assert a["principal"] == "alice" and a["tool"] == "safe.open"
+                    return str(a["id"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no pending approval for door {door}")
+
+
+async def test_a_call_waits_for_approval_through_the_dashboard(
+    mesh: Mesh, nats_url: str, mesh_prefix: str, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    Safe.ran.clear()
+    auth = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+    mf = meshfile(mesh_prefix, [])
+    async with (
+        Service(options(nats_url, mesh_prefix, tmp_path, mf, token=DASHBOARD_TOKEN)) as svc,
+        running_worker(mesh, Safe),
+        aiohttp.ClientSession() as http,
+        mcp_client(subprocess_env, tmp_path, call_timeout=60.0) as client,
+    ):
+        await _granted(mesh, "alice", "safe.*")
+        url = svc.url
+
+        # Approved: the MCP call waits, then returns the tool's result.
+        call = asyncio.ensure_future(client.call_tool("safe.open", {"door": "front"}))
+        approval = await _pending(http, url, "front")
+        assert not call.done() and Safe.ran == []
+        async with http.post(f"{url}api/approvals/{approval}/approve", headers=auth) as r:
+            assert r.status == 200
+            assert (await r.json())["state"] == "approved"
+        ok = await call
+        assert not ok.is_error, _text(ok)
+        assert ok.structured_content == {"result": "opened front"}
+        assert Safe.ran == ["front"]
+
+        # Rejected: an MCP tool error with the mesh's code, and the tool never ran.
+        call = asyncio.ensure_future(client.call_tool("safe.open", {"door": "back"}))
+        approval = await _pending(http, url, "back")
+        reject = f"{url}api/approvals/{approval}/reject"
+        async with http.post(reject, json={"reason": "not tonight"}, headers=auth) as r:
+            assert r.status == 200
+            assert (await r.json())["state"] == "rejected"
+        refused = await call
+        assert refused.is_error
+        assert _text(refused).startswith("tool_rejected: ")
+        assert "not tonight" in _text(refused)
+        assert Safe.ran == ["front"]
+
+
+async def test_one_trace_across_mcp_and_the_mesh(
+    nats_url: str, mesh_prefix: str, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker traces to an in-memory exporter (on its own connection); the MCP
+    server process only passes the caller's `traceparent` on."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker_mesh = await Mesh.connect(nats_url, prefix=mesh_prefix)
+    try:
+        instrument(worker_mesh, provider)
+        async with (
+            running_worker(worker_mesh, Probe),
+            mcp_client(subprocess_env, tmp_path, call_timeout=30.0) as client,
+        ):
+            await _granted(worker_mesh, "alice", "probe.trace")
+            meta = cast("RequestParamsMeta", {"traceparent": TRACEPARENT})
+            traced = await client.call_tool("probe.trace", {}, meta=meta)
+            assert not traced.is_error, _text(traced)
+            untraced = await client.call_tool("probe.trace", {})
+            assert not untraced.is_error, _text(untraced)
+
+            def consumers() -> list[ReadableSpan]:
+                return [
+                    s
+                    for s in exporter.get_finished_spans()
+                    if s.name == "execute_tool probe.trace" and s.kind is SpanKind.CONSUMER
+                ]
+
+            await eventually(lambda: len(consumers()) == 2, what="the worker's two tool spans")
+            spans = consumers()
+    finally:
+        await worker_mesh.close()
+        provider.shutdown()
+
+    in_trace = [s for s in spans if f"{s.context.trace_id:032x}" == TRACE_ID]
+    assert len(in_trace) == 1, "only the call with a traceparent continues the caller's trace"
+    (span,) = in_trace
+    # The MCP server process makes no span of its own: the caller's is the parent.
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == CALLER_SPAN
+    attrs = span.attributes or {}
+    assert attrs["gen_ai.tool.name"] == "probe.trace"
+    assert attrs["messaging.operation.type"] == "process"
+    # The handler saw the caller's trace too (the context it would pass on).
+    assert traced.structured_content["result"].split("-")[1] == TRACE_ID
