@@ -27,32 +27,16 @@ from prometheus_client.registry import Collector
 
 from .._interceptor import HandleMessage, MessageInput, Outcome, WorkerInterceptor
 from .._wire import ToolStats
+from ._metrics import DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from .._worker import Worker
 
 __all__ = ["EXPIRED", "TOOL_BUCKETS", "ToolMetrics"]
 
-#: Tool call durations, seconds: from sub-millisecond handlers to long agent calls.
-TOOL_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-)
+#: Tool call durations, seconds: the handler-duration buckets (sub-millisecond to
+#: long agent calls), so both histograms compare.
+TOOL_BUCKETS = DURATION_BUCKETS
 #: The error type of a call that expired before it ran.
 EXPIRED = "DeadlineExceeded"
 
