@@ -7,7 +7,6 @@ the request's `_meta`) is the trace of the worker's span for that tool call."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from actormesh import Mesh
 from actormesh.observability import instrument
 from actormesh.testing import eventually, running_worker
 from actormesh_supervisor import Service
+from tests._net import free_port, listening
 from tests.actors_approvals import Safe
 from tests.actors_mcp import Probe
 from tests.actors_supervisor import TOKEN as DASHBOARD_TOKEN
@@ -42,27 +42,6 @@ CALLER_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _listening(port: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(750):
-        assert proc.returncode is None, "actormesh mcp --http exited"
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError(f"nothing listens on port {port}")
-
-
 @asynccontextmanager
 async def mcp_client(
     env: dict[str, str], tmp_path: Path, *, call_timeout: float
@@ -70,14 +49,14 @@ async def mcp_client(
     """`actormesh mcp --http` (alice's token) and the official client connected to it."""
     tokens = tmp_path / "tokens.toml"
     tokens.write_text(f'[tokens]\n"{MCP_TOKEN}" = "alice"\n')
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "actormesh", "mcp", "--http", "--port", str(port)),
         *("--tokens", str(tokens), "--call-timeout", str(call_timeout)),
         env=env,
     )
     try:
-        await _listening(port, proc)
+        await listening(port, proc)
         headers = {"Authorization": f"Bearer {MCP_TOKEN}"}
         async with (
             httpx2.AsyncClient(headers=headers, timeout=call_timeout + 30) as http,

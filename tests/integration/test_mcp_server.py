@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from actormesh._meshfile import load
 from actormesh.mcp import load_tokens
 from actormesh.mcp._gateway import ACTOR_TYPE, Endpoint, EndpointInfo, McpGateway
 from actormesh.testing import eventually, running_worker
+from tests._net import free_port, listening
 from tests.actors_mcp import Probe
 from tests.actors_supervisor import ROOT, SupervisorProcess, meshfile
 from tests.actors_tools import Vault
@@ -57,39 +57,18 @@ async def vault_for_alice(mesh: Mesh) -> AsyncIterator[None]:
         yield
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-async def _listening(port: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(750):
-        assert proc.returncode is None, "actormesh mcp --http exited"
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.02)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise AssertionError(f"nothing listens on port {port}")
-
-
 @asynccontextmanager
 async def http_server(env: dict[str, str], tmp_path: Path) -> AsyncIterator[str]:
     tokens = tmp_path / "tokens.toml"
     tokens.write_text(f'[tokens]\n"{TOKEN}" = "alice"\n')
-    port = _free_port()
+    port = free_port()
     args = ["--http", "--port", str(port), "--tokens", str(tokens)]
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "actormesh", "mcp", *args, "--call-timeout", CALL_TIMEOUT),
         env=env,
     )
     try:
-        await _listening(port, proc)
+        await listening(port, proc)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
@@ -194,7 +173,7 @@ async def test_supervised_http_heartbeats_answers_and_drains(
 
     sub = await mesh.nc.subscribe(mesh.subjects.heartbeat_all, cb=on_beat)
     tokens = tmp_path / "made" / "tokens.toml"
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "actormesh", "mcp", "--http", "--port", str(port)),
         *("--tokens", str(tokens), "--init-tokens", "alice"),
@@ -202,7 +181,7 @@ async def test_supervised_http_heartbeats_answers_and_drains(
         env=subprocess_env,
     )
     try:
-        await _listening(port, proc)
+        await listening(port, proc)
         await eventually(lambda: any(b["worker"] == "mcp-1" for b in beats), what="a heartbeat")
         beat = next(b for b in beats if b["worker"] == "mcp-1")
         assert (beat["actor_type"], beat["supervisor_child"]) == (ACTOR_TYPE, "mcp")
@@ -235,7 +214,7 @@ async def test_the_mesh_toml_child_under_a_real_supervisor(
     without a token, and restarted after it is killed."""
     (command,) = [c.command for g in load(ROOT / "mesh.toml").groups for c in g.children
                   if c.name == "mcp"]  # fmt: skip
-    port = _free_port()
+    port = free_port()
     swap = {"8790": str(port), ".actormesh/mcp-tokens.toml": str(tmp_path / "tokens.toml")}
     command = [swap.get(arg, arg) for arg in command]
     group = {"name": "interop", "children": [{"name": "mcp", "command": command}]}

@@ -248,7 +248,7 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
     # its `type` tag is rejected rather than decoded as the only type.
     union: Any = Union[(*handlers, _NoMessage)]
     handlers = {t: _as_tool(cls, actor_type, h) for t, h in handlers.items()}
-    by_tag = {_tag_of(t): h for t, h in handlers.items()}
+    by_tag = {tag_of(t): h for t, h in handlers.items()}
     spec = ActorSpec(
         cls=cls,
         actor_type=actor_type,
@@ -268,7 +268,8 @@ def spec_of(cls: type[Actor]) -> ActorSpec:
     return spec
 
 
-def _tag_of(t: type[Message]) -> str:
+def tag_of(t: type[Message]) -> str:
+    """The `type` tag a message type is sent with."""
     tag = msgspec.inspect.type_info(t).tag  # type: ignore[attr-defined]
     return str(tag)
 
@@ -340,7 +341,7 @@ def _as_tool(cls: type[Actor], actor_type: str, handler: Handler) -> Handler:
         handler=handler.name,
         fn=handler.fn,
         message_type=handler.message_type,
-        tag=_tag_of(handler.message_type),
+        tag=tag_of(handler.message_type),
         reply_type=handler.reply_type,
         keyed=not cls.keyless,
         options=options,

@@ -23,6 +23,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
+from .._actor import tag_of
 from .._errors import ActorMeshError
 from .._subjects import KEYLESS
 from .._version import VERSION
@@ -106,7 +107,7 @@ class MicroService:
 
     def _forward(self, handler: Handler) -> Any:
         w = self._w
-        tag = _tag_of(handler)
+        tag = tag_of(handler.message_type)
         keyed = not w.spec.keyless
 
         async def forward(req: Request) -> None:
@@ -148,13 +149,8 @@ def _passed(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k in (Hdr.TRACEPARENT, Hdr.TRACESTATE)}
 
 
-def _tag_of(handler: Handler) -> str:
-    info = msgspec.inspect.type_info(handler.message_type)
-    return str(getattr(info, "tag", handler.message_type.__name__))
-
-
 def _metadata(handler: Handler) -> dict[str, str]:
-    meta = {"actormesh.message_type": _tag_of(handler)}
+    meta = {"actormesh.message_type": tag_of(handler.message_type)}
     if handler.tool is not None:
         meta["actormesh.tool"] = handler.tool.name
         meta["actormesh.description"] = handler.tool.description
