@@ -111,6 +111,20 @@ async def test_resume_keeps_the_memory(mesh: Mesh) -> None:
     assert state.n == 16
 
 
+async def test_resume_keeps_the_memory_of_a_batch(mesh: Mesh) -> None:
+    """Both messages wait before the worker starts, so they run as one batch: the
+    failure commits the +10 before it and leaves the memory to supervision."""
+    ref = mesh.ref(ResumingLedger, "rb")
+    await mesh.declare(ResumingLedger)
+    await ref.tell_many([Add(by=10), Add(by=1, fail=True)])
+    async with running_worker(mesh, ResumingLedger) as worker:
+        await eventually(lambda: worker.dead_lettered == 1)
+        assert await ref.ask(Total(), timeout=10) == 15
+    state, _ = await stored(mesh, "ledger-resume", "rb")
+    # Resume made the memory the truth: the next message that succeeded committed it.
+    assert state.n == 15
+
+
 async def test_two_workers_on_one_key_lose_no_update(mesh: Mesh) -> None:
     """Two workers forced onto one unpartitioned mailbox and one key: the
     compare-and-set reloads and re-runs, every increment is counted once."""

@@ -8,9 +8,11 @@ broker round trip, so under load this is what lets a hot key go faster than a
 loop that writes after every message, with the same guarantees:
 
 - a message already in the state is acked without running;
-- a handler that raises puts the state back to what the messages before it made
-  (their encoding is kept after each change), commits those, and the failing
-  message and the rest take the one-message path (supervision, retries);
+- a handler that raises commits what the messages before it made (their
+  encoding is kept after each change) and leaves the instance's memory to
+  supervision, as on the one-message path: `restart` reloads the commit,
+  `resume` keeps the memory; the failing message and the rest take the
+  one-message path (supervision, retries);
 - a compare-and-set conflict reloads the state and runs each message of the
   batch again on the one-message path, which reloads and re-checks as it goes.
 
@@ -108,9 +110,9 @@ class StatefulBatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Back to what the messages before it made, which is committed; then
-                # this one is supervised and settled as on its own path.
-                setattr(instance, STATE_ATTR, store.decode(raw))
+                # Commit what the messages before it made; the memory is
+                # supervision's to keep (resume) or reload (restart), as on the
+                # one-message path.
                 if not await self._commit(key, raw, ran):
                     await self._one_by_one(ready)  # reloaded: all again, one by one
                     return
