@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from nats.aio.client import Client as _NatsClient
@@ -47,6 +47,7 @@ __all__ = [
     "check_overrides",
     "header_block",
     "parse_header_block",
+    "publish_bytes",
 ]
 
 #: nats-py's rule for a header name (an RFC 7230 token).
@@ -100,6 +101,23 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return "".join(parts).encode()
 
 
+def publish_bytes(
+    subject: str, reply: str, payload: bytes, headers: Mapping[str, str] | None
+) -> bytes:
+    """The PUB or HPUB command nats-py writes for one message."""
+    if headers is None:
+        return pub_cmd(subject, reply, payload)
+    block = header_block(headers)
+    return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+        subject.encode(),
+        reply.encode(),
+        len(block),
+        len(block) + len(payload),
+        block,
+        payload,
+    )
+
+
 class NotCommon(ValueError):
     """A header block `parse_header_block` leaves to nats-py's parser."""
 
@@ -140,23 +158,25 @@ class Client(_NatsClient):
         if not subject:
             await super()._send_publish(subject, reply, payload, payload_size, headers)
             return
-        if headers is None:
-            cmd = pub_cmd(subject, reply, payload)
-        else:
-            block = header_block(headers)
-            cmd = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
-                subject.encode(),
-                reply.encode(),
-                len(block),
-                len(block) + len(payload),
-                block,
-                payload,
-            )
+        await self._send_command(publish_bytes(subject, reply, payload, headers))
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += payload_size
-        await self._send_command(cmd)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+    def queue(self, cmd: bytes) -> Coroutine[Any, Any, Any] | None:
+        """Put `cmd` on the write buffer as `_send_command` and the flush check after
+        it do, without their coroutine frames (two per message on the worker's
+        reply and ack): what the caller must await, or None. The caller checked
+        the connection is up."""
+        self._pending.append(cmd)
+        self._pending_data_size += len(cmd)
+        self.stats["out_msgs"] += 1
+        if 0 < self._max_pending_size < self._pending_data_size:
+            return self._flush_pending(force_flush=True)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            return self._flush_pending()  # wakes the flusher: one write per loop turn
+        return None
 
     async def _process_headers(self, headers: Any) -> dict[str, str] | None:
         if not headers:
@@ -208,6 +228,9 @@ def _shape_problems(base: type[_NatsClient]) -> list[str]:
         stats = probe.stats
         if not ({"out_msgs", "out_bytes"} <= stats.keys() and hasattr(probe, "_flush_queue")):
             problems.append("the client has no out_msgs/out_bytes stats or _flush_queue")
+        buffer = ("_pending", "_pending_data_size", "_max_pending_size")
+        if not all(hasattr(probe, name) for name in buffer):
+            problems.append("the client has no _pending/_pending_data_size/_max_pending_size")
     except Exception as exc:  # any surprise in a client made only to be looked at
         problems.append(f"a client cannot be made to check its attributes ({exc!r})")
     return problems

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from .._actor import Actor, Context, Handler
+from .._actor import Actor, Context
 from .._errors import StateConflict
 from .._interceptor import (
     CallHandler,
@@ -104,22 +104,60 @@ class Handling:
     # -- the flow ---------------------------------------------------------------------
 
     async def process(self, key: str, msg: Msg) -> None:
-        if self._touch is not None:
-            self._touch(key)
+        """One message, from decoding to its ack.
+
+        A handler no interceptor wraps runs here without a `MessageInput` (built
+        only if it fails) or a `Context` it does not take: what most messages cost,
+        kept to the handler, its reply and the ack, in this one coroutine frame
+        (`prepare`, `run_prepared` and the call inlined)."""
         if self.batch is not None:
             await self.batch.run(key, msg)
             return
-        # `prepare` and `run_prepared`, inlined: two coroutine frames less per message.
         ready = self._decoded(key, msg)
         if not isinstance(ready, Prepared):
             await ready  # settled: an expired ask, or bad input
             return
-        if ready.handler.tool is not None and not await self._gate(ready):
+        _, _, headers, reply_to, obj, handler = ready
+        if handler.tool is not None and not await self._gate(ready):
             return
-        if type(ready.obj) in self._direct:
-            await self._direct_call(*ready)
+        if type(obj) not in self._direct:
+            await self._chain(ready)
             return
-        await self._chain(ready)
+        w = self._w
+        ctx: Context | None = None
+        w.in_flight += 1
+        try:
+            instance = self.instances.get(key)
+            if instance is None:
+                instance = await self._new_instance(key)
+            if handler.wants_context:
+                ctx = self._context(key, self.subject_of(key, msg), headers, msg, reply_to)
+                result = handler.fn(instance, obj, ctx)
+            else:
+                result = handler.fn(instance, obj)
+            if handler.is_async:
+                result = await result
+        except asyncio.CancelledError:
+            w.in_flight -= 1
+            raise
+        except Exception as exc:
+            w.in_flight -= 1
+            w.failed += 1
+            inp = self._input(key, msg, headers, reply_to)
+            inp.message, inp.handler, inp.context = obj, handler, ctx
+            inp.actor = self.instances.get(key)
+            await w._failures.handler_failed(inp, exc)
+            return
+        except BaseException:
+            # Not a failure of the handler's (SystemExit and the like): the dispatcher
+            # settles the message; the count must not leak.
+            w.in_flight -= 1
+            raise
+        w.in_flight -= 1
+        if reply_to and (ctx is None or not ctx.replied):
+            await w._replies.value(reply_to, result)
+        await w._settler.ack(msg)
+        w.handled += 1
 
     async def prepare(self, key: str, msg: Msg) -> Prepared | None:
         """Decode `msg` and check its grant; None when it was settled here (an
@@ -135,6 +173,8 @@ class Handling:
     def _decoded(self, key: str, msg: Msg) -> Prepared | Coroutine[Any, Any, None]:
         """The decoded message, or the coroutine that settles it (not a coroutine
         itself: the common case costs no frame)."""
+        if self._touch is not None:
+            self._touch(key)
         w = self._w
         headers = msg.headers or {}
         reply_to = headers.get(Hdr.REPLY_TO)
@@ -177,10 +217,8 @@ class Handling:
         return await grants.allowed(principal, tool, fresh=True)
 
     async def run_prepared(self, ready: Prepared) -> None:
-        """Run a decoded, admitted message through the handling chain, then ack it."""
-        if type(ready.obj) in self._direct:
-            await self._direct_call(*ready)
-            return
+        """Run a decoded, admitted message through the handling chain, then ack it
+        (the batch's path: an actor with state never takes `process`'s direct one)."""
         await self._chain(ready)
 
     async def _chain(self, ready: Prepared) -> None:
@@ -195,54 +233,6 @@ class Handling:
             w.handled += 1
             if self._outcomes:
                 self.report("handled", inp, time.perf_counter() - inp.started)
-
-    async def _direct_call(
-        self,
-        key: str,
-        msg: Msg,
-        headers: dict[str, str],
-        reply_to: str | None,
-        obj: Any,
-        handler: Handler,
-    ) -> None:
-        """`_handle` for a handler no interceptor wraps, without a `MessageInput`
-        (built only if it fails) or a `Context` the handler does not take: what
-        most messages cost, kept to the handler, its reply and the ack."""
-        w = self._w
-        ctx: Context | None = None
-        w.in_flight += 1
-        try:
-            instance = self.instances.get(key)
-            if instance is None:
-                instance = await self._new_instance(key)
-            if handler.wants_context:
-                ctx = self._context(key, self.subject_of(key, msg), headers, msg, reply_to)
-                result = handler.fn(instance, obj, ctx)
-            else:
-                result = handler.fn(instance, obj)
-            if handler.is_async:
-                result = await result
-        except asyncio.CancelledError:
-            w.in_flight -= 1
-            raise
-        except Exception as exc:
-            w.in_flight -= 1
-            w.failed += 1
-            inp = self._input(key, msg, headers, reply_to)
-            inp.message, inp.handler, inp.context = obj, handler, ctx
-            inp.actor = self.instances.get(key)
-            await w._failures.handler_failed(inp, exc)
-            return
-        except BaseException:
-            # Not a failure of the handler's (SystemExit and the like): the dispatcher
-            # settles the message; the count must not leak.
-            w.in_flight -= 1
-            raise
-        w.in_flight -= 1
-        if reply_to and (ctx is None or not ctx.replied):
-            await w._replies.value(reply_to, result)
-        await w._settler.ack(msg)
-        w.handled += 1
 
     def _input(
         self, key: str, msg: Msg, headers: dict[str, str], reply_to: str | None

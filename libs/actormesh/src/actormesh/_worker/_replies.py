@@ -11,6 +11,7 @@ import msgspec
 
 from .._errors import ActorMeshError
 from .._errwire import encode_error_reply
+from .._nats import Client, publish_bytes
 
 if TYPE_CHECKING:
     from .._mesh import Mesh
@@ -64,13 +65,17 @@ class Replies:
                 nc = mesh.nc
                 if (
                     self.direct
+                    and isinstance(nc, Client)
                     and nc.is_connected
                     and not nc.is_draining_pubs
                     and len(data) <= nc.max_payload
                 ):
                     # `publish` without its subject scan and checks: the subject was
                     # checked above (more strictly), the connection and size here.
-                    await nc._send_publish(reply_to, "", data, len(data), headers)
+                    nc.stats["out_bytes"] += len(data)
+                    flush = nc.queue(publish_bytes(reply_to, "", data, headers))
+                    if flush is not None:
+                        await flush
                 else:
                     await nc.publish(reply_to, data, headers=headers)
                 return

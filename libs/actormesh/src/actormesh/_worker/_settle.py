@@ -62,10 +62,9 @@ class Settler:
                 # per message): the subject is the server's own ack subject. The
                 # buffer goes out once per loop turn, so acks are batched.
                 msg._ackd = True
-                await nc._send_command(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
-                nc.stats["out_msgs"] += 1
-                if nc._flush_queue is not None and nc._flush_queue.empty():
-                    await nc._flush_pending()
+                flush = nc.queue(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
+                if flush is not None:
+                    await flush
             else:
                 await msg.ack()
         except asyncio.CancelledError:
