@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help install up test test-fast lint typecheck proto proto-check bench browser clean
+.PHONY: help install up test test-fast lint typecheck proto proto-check bench browser prometheus clean
 
 help:
 	@echo "make up          run the mesh: embedded nats-server + supervisor + example workers"
@@ -44,7 +44,12 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  { echo "!! could not install chromium: run 'apt-get install chromium' and retry"; exit 1; }; }
 
-test: install lint typecheck proto-check browser
+prometheus:
+	@command -v prometheus >/dev/null || { echo ">> prometheus missing: installing Debian's prometheus (needs root)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
+	  { echo "!! could not install prometheus: run 'apt-get install prometheus' and retry"; exit 1; }; }
+
+test: install lint typecheck proto-check browser prometheus
 	@echo ">> pytest (real nats-server, headless Chromium, chaos), with coverage (floor in pyproject.toml)"
 	@$(UV) run coverage run -m pytest $(PYTEST_ARGS)
 	@echo ">> coverage (fails below the floor, fail_under in pyproject.toml)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,7 +129,20 @@ async def worker_as(
             worker.kill()
             await asyncio.to_thread(worker.wait, 30)
         log.close()
-    assert "permissions violation" not in log_path.read_text(), log_path.read_text()[-2000:]
+    text = log_path.read_text()
+    assert not refusals(text), text[-2000:]
+
+
+def refusals(log_text: str) -> list[str]:
+    """The permission refusals a worker's log shows, but that of its id-only control
+    subject: a worker listens there too for senders that do not name its type yet,
+    and a broker with users refuses it (only `<prefix>.sys.ctl.<type>.<id>` is its)."""
+    return [
+        line
+        for line in log_text.splitlines()
+        if "permissions violation" in line
+        and not re.search(r'subscription to "[a-z0-9_-]+\.sys\.ctl\.[^".]+"', line)
+    ]
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ PASSWORDS = {
     "ECHO_PASSWORD": "echo-pw",
     "CLIENT_PASSWORD": "client-pw",
     "ASSISTANT_PASSWORD": "assistant-pw",
+    "MCP_PASSWORD": "mcp-pw",
 }
 
 
@@ -64,6 +65,27 @@ def test_compose_services_reference_real_files_users_and_actors() -> None:
     assert (ROOT / "docker" / "Dockerfile").exists()
     mf = load(ROOT / "docker" / "mesh.compose.toml")
     assert mf.supervisor.backend == "docker"
+
+
+def test_compose_runs_the_mcp_server_on_loopback() -> None:
+    """The `mcp` service: `actormesh mcp --http` as the broker user `mcp`, its tokens
+    from the mesh file's [mcp] section, published on the host's loopback only, and
+    the supervisor's child of the same name (the container it restarts)."""
+    mcp = compose()["services"]["mcp"]  # type: ignore[index]
+    argv = mcp["command"]
+    assert argv[:3] == ["actormesh", "mcp", "--http"]
+    assert argv[argv.index("--config") + 1] == "/app/mesh.compose.toml"
+    assert mcp["ports"] == ["127.0.0.1:8790:8790"]
+    assert mcp["labels"]["io.actormesh.child"] == "mcp"
+    assert mcp["environment"]["NATS_URL"].startswith("nats://mcp:")
+    mf = load(ROOT / "docker" / "mesh.compose.toml")
+    assert "mcp" in [c.name for _, c in mf.children()]
+    assert mf.mcp.tokens_file == "/data/mcp-tokens.toml"
+    assert any(v.startswith("mcp-data:/data") for v in mcp["volumes"])
+    # Its principal's grants are in the mesh file, and its broker user may call them.
+    assert any(g.principal == "ide" for g in mf.grants)
+    conf = (ROOT / "docker" / "nats.conf").read_text()
+    assert "user: mcp," in conf
 
 
 def spawn(argv: list[str], env: dict[str, str], log: object) -> subprocess.Popen[bytes]:

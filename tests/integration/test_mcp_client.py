@@ -13,11 +13,16 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from actormesh import Mesh, ToolDenied, ToolFailed, ToolRejected, ToolTimeout
 from actormesh._meshfile import load
+from actormesh._tools import Approval
+from actormesh._wire import Heartbeat, ToolStats
+from actormesh.testing import eventually
 from actormesh_supervisor import Supervisor
 from tests.actors_supervisor import EventLog, options, wait_until
 
@@ -88,10 +93,16 @@ async def test_mcp_server_tools_are_granted_called_and_restarted(
         with pytest.raises(ToolFailed) as failed:
             await mesh.tools.call("mcp.calc.fail", {"reason": "no"}, principal="alice", timeout=10)
         assert "mcp_tool_error" in str(failed.value)
-        # A grant that needs an operator is not run without one (fail closed).
+        # A grant that needs an operator: the call waits in the approvals bucket, as
+        # any tool's does, until it is decided through the approvals API.
         await mesh.tools.grants.grant("carol", "mcp.calc.add", approval=True)
-        with pytest.raises(ToolRejected):
-            await mesh.tools.call("mcp.calc.add", {"a": 1, "b": 1}, principal="carol", timeout=10)
+        await _approved_and_rejected(mesh)
+        # The worker's per-tool figures count the MCP tools like any tool's.
+        stats = await _tool_stats(nats_url, mesh_prefix, "mcp-calc", "mcp.calc.add")
+        assert stats["mcp.calc.add"].calls == 2  # alice's, and carol's approved one
+        assert stats["mcp.calc.add"].denied == 2  # alice before her grant, and bob
+        assert stats["mcp.calc.fail"].errors == 1
+        assert sum(stats["mcp.calc.add"].buckets) >= 2
 
         # The server dies mid-session: the client worker exits, the supervisor
         # restarts it, and the tools answer again from a new server process.
@@ -110,6 +121,57 @@ async def test_mcp_server_tools_are_granted_called_and_restarted(
             "mcp.calc.add", {"a": 20, "b": 22}, principal="alice", timeout=10
         ) == {"result": 42}
         await wait_until(lambda: bool(events.of("failed", child="mcp-calc")), 10, what="failed")
+
+
+async def _approved_and_rejected(mesh: Mesh) -> None:
+    approvals = mesh.tools.approvals
+
+    async def pending_one() -> Approval:
+        for _ in range(500):
+            waiting = [a for a in await approvals.pending() if a.tool == "mcp.calc.add"]
+            if waiting:
+                return waiting[0]
+            await asyncio.sleep(0.05)
+        raise AssertionError("no pending approval for mcp.calc.add")
+
+    call = asyncio.create_task(
+        mesh.tools.call("mcp.calc.add", {"a": 1, "b": 1}, principal="carol", timeout=30)
+    )
+    record = await pending_one()
+    assert (record.principal, record.actor_type) == ("carol", "mcp-calc")
+    assert not call.done()  # not run before an operator says yes
+    await approvals.approve(record.id, by="ops")
+    assert await asyncio.wait_for(call, 30) == {"result": 2}
+
+    call = asyncio.create_task(
+        mesh.tools.call("mcp.calc.add", {"a": 5, "b": 5}, principal="carol", timeout=30)
+    )
+    record = await pending_one()
+    await approvals.reject(record.id, by="ops", reason="not today")
+    with pytest.raises(ToolRejected):
+        await asyncio.wait_for(call, 30)
+
+
+async def _tool_stats(url: str, prefix: str, actor_type: str, tool: str) -> dict[str, ToolStats]:
+    """The per-tool figures of `actor_type`'s latest heartbeat that carries them."""
+    decoder = msgspec.json.Decoder(Heartbeat)
+    latest: dict[str, ToolStats] = {}
+
+    async def on_hb(msg: Any) -> None:
+        hb = decoder.decode(msg.data)
+        if hb.actor_type == actor_type and hb.tools:
+            latest.update({t.tool: t for t in hb.tools})
+
+    async with await Mesh.connect(url, prefix=prefix) as watcher:
+        sub = await watcher.nc.subscribe(watcher.subjects.heartbeat_all, cb=on_hb)
+        try:
+            # Two heartbeats at least: the figures of calls answered before the first.
+            await eventually(lambda: tool in latest, what="a heartbeat with the tool figures")
+            latest.clear()
+            await eventually(lambda: tool in latest, what="a later heartbeat")
+        finally:
+            await sub.unsubscribe()
+    return latest
 
 
 def _free_port() -> int:

@@ -1,8 +1,10 @@
 """The official `mcp` client over real streamable HTTP, against `actormesh mcp` as
 a real process: a call that needs approval waits until an operator decides it
 through the supervisor dashboard's approvals API (approved: the result; rejected:
-an MCP tool error `tool_rejected`), and the caller's trace (a `traceparent` in
-the request's `_meta`) is the trace of the worker's span for that tool call."""
+an MCP tool error `tool_rejected`), and one trace across MCP and the mesh: the
+caller's span (a `traceparent` in the request's `_meta`) → the MCP server's own
+SERVER span `tools/call <tool>` (exported by the server process over OTLP) → the
+mesh's caller-side spans → the worker's span for that tool call."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from tests.actors_approvals import Safe
 from tests.actors_mcp import Probe
 from tests.actors_supervisor import TOKEN as DASHBOARD_TOKEN
 from tests.actors_supervisor import meshfile, options
+from tests.integration.test_observability import CollectedSpan, otlp_collector
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +47,7 @@ TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 
 @asynccontextmanager
 async def mcp_client(
-    env: dict[str, str], tmp_path: Path, *, call_timeout: float
+    env: dict[str, str], tmp_path: Path, *, call_timeout: float, otlp: str = ""
 ) -> AsyncIterator[Client]:
     """`actormesh mcp --http` (alice's token) and the official client connected to it."""
     tokens = tmp_path / "tokens.toml"
@@ -53,7 +56,7 @@ async def mcp_client(
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "actormesh", "mcp", "--http", "--port", str(port)),
         *("--tokens", str(tokens), "--call-timeout", str(call_timeout)),
-        env=env,
+        env=_traced_env(env, otlp) if otlp else env,
     )
     try:
         await listening(port, proc)
@@ -68,6 +71,17 @@ async def mcp_client(
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 15) == 0, "a clean stop on SIGTERM"
+
+
+def _traced_env(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """`env` with the MCP server's traces sent to the OTLP `endpoint`, promptly."""
+    clean = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+    return {
+        **clean,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
 
 
 def _text(result: Any) -> str:
@@ -143,7 +157,7 @@ async def test_one_trace_across_mcp_and_the_mesh(
     nats_url: str, mesh_prefix: str, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The worker traces to an in-memory exporter (on its own connection); the MCP
-    server process only passes the caller's `traceparent` on."""
+    server process exports its spans over OTLP to a receiver in the test."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -151,8 +165,9 @@ async def test_one_trace_across_mcp_and_the_mesh(
     try:
         instrument(worker_mesh, provider)
         async with (
+            otlp_collector() as collector,
             running_worker(worker_mesh, Probe),
-            mcp_client(subprocess_env, tmp_path, call_timeout=30.0) as client,
+            mcp_client(subprocess_env, tmp_path, call_timeout=30.0, otlp=collector.url) as client,
         ):
             await _granted(worker_mesh, "alice", "probe.trace")
             meta = cast("RequestParamsMeta", {"traceparent": TRACEPARENT})
@@ -168,8 +183,14 @@ async def test_one_trace_across_mcp_and_the_mesh(
                     if s.name == "execute_tool probe.trace" and s.kind is SpanKind.CONSUMER
                 ]
 
+            def servers() -> list[CollectedSpan]:
+                return [s for s in collector.spans if s.name == "tools/call probe.trace"]
+
             await eventually(lambda: len(consumers()) == 2, what="the worker's two tool spans")
-            spans = consumers()
+            await eventually(lambda: len(servers()) == 2, what="the MCP server's two spans")
+            # The server's spans of the calls (its bus's and ask's) are exported too.
+            await eventually(lambda: len(collector.spans) >= 6, what="the server's mesh spans")
+            spans, collected = consumers(), list(collector.spans)
     finally:
         await worker_mesh.close()
         provider.shutdown()
@@ -177,10 +198,36 @@ async def test_one_trace_across_mcp_and_the_mesh(
     in_trace = [s for s in spans if f"{s.context.trace_id:032x}" == TRACE_ID]
     assert len(in_trace) == 1, "only the call with a traceparent continues the caller's trace"
     (span,) = in_trace
-    # The MCP server process makes no span of its own: the caller's is the parent.
-    assert span.parent is not None and f"{span.parent.span_id:016x}" == CALLER_SPAN
     attrs = span.attributes or {}
     assert attrs["gen_ai.tool.name"] == "probe.trace"
     assert attrs["messaging.operation.type"] == "process"
     # The handler saw the caller's trace too (the context it would pass on).
     assert traced.structured_content["result"].split("-")[1] == TRACE_ID
+
+    # The MCP server's own span: SERVER, the caller's span its parent.
+    (server,) = [
+        s for s in collected if s.name == "tools/call probe.trace" and s.trace_id == TRACE_ID
+    ]
+    assert server.kind == 2  # SPAN_KIND_SERVER
+    assert server.parent_span_id == CALLER_SPAN
+    assert server.service == "actormesh-mcp"
+    assert server.attributes["mcp.method.name"] == "tools/call"
+    assert server.attributes["gen_ai.tool.name"] == "probe.trace"
+    # The worker's span descends from it, through the server's mesh spans.
+    by_id = {s.span_id: s for s in collected}
+    parent = f"{span.parent.span_id:016x}" if span.parent is not None else ""
+    chain = []
+    while parent in by_id and parent != server.span_id:
+        chain.append(by_id[parent].name)
+        parent = by_id[parent].parent_span_id
+    assert parent == server.span_id, f"the worker's span is not under the server's: {chain}"
+    assert "execute_tool probe.trace" in chain  # the bus's caller-side span
+
+    # A request without trace context: the server's span starts a trace of its own,
+    # and the worker's span of that call is in it.
+    (root,) = [
+        s for s in collected if s.name == "tools/call probe.trace" and s.trace_id != TRACE_ID
+    ]
+    assert root.parent_span_id == ""
+    (other,) = [s for s in spans if f"{s.context.trace_id:032x}" != TRACE_ID]
+    assert f"{other.context.trace_id:032x}" == root.trace_id

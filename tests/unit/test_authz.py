@@ -11,6 +11,7 @@ from actormesh import ConfigError, Grant
 from actormesh._tools._authz import (
     ActorFacts,
     MeshFacts,
+    Permissions,
     UsersFile,
     UserSpec,
     compile_config,
@@ -62,16 +63,29 @@ USERS = UsersFile(
 )
 
 
-def test_a_tool_mailbox_is_closed_to_users_without_a_grant() -> None:
+def reach(perm: Permissions) -> set[str]:
+    """The actor types whose mailboxes a user may publish to."""
+    types = {p.split(".")[2] for p in perm.publish if p.startswith("mesh.mbox.")}
+    # The micro endpoints follow the mailboxes (an endpoint request is relayed there).
+    assert types == {p.split(".")[2] for p in perm.publish if p.startswith("mesh.svc.")}
+    return types
+
+
+def test_a_user_reaches_only_its_own_granted_and_named_mailboxes() -> None:
     given = grants(alice=["vault.*"], relay=["vault.balance"])
     perms = compile_config(USERS, MESH, given).permissions
-    closed = {"mesh.mbox.vault.>", "mesh.svc.vault.>", "mesh.mbox.relay.>", "mesh.svc.relay.>"}
-    assert set(perms["mallory"].publish_deny) == closed
-    assert set(perms["alice"].publish_deny) == closed - {"mesh.mbox.vault.>", "mesh.svc.vault.>"}
-    # A worker may always send to its own type; an opened mailbox is open.
-    assert set(perms["relay"].publish_deny) == set()
-    assert set(perms["vault"].publish_deny) == {"mesh.mbox.relay.>", "mesh.svc.relay.>"}
-    assert set(perms["app"].publish_deny) == {"mesh.mbox.relay.>", "mesh.svc.relay.>"}
+    assert reach(perms["mallory"]) == set()
+    assert reach(perms["alice"]) == {"vault"}
+    # A worker reaches its own type, and the types it is granted a tool of.
+    assert reach(perms["relay"]) == {"relay", "vault"}
+    assert reach(perms["vault"]) == {"vault"}
+    # A type without tools is no longer open to all: only to those naming it.
+    assert reach(perms["plain"]) == {"plain"}
+    assert reach(perms["app"]) == {"vault"}
+    assert "mesh.>" in perms["supervisor"].publish  # it sends anything
+    for name, perm in perms.items():
+        assert not {"mesh.mbox.>", "mesh.svc.>"} & set(perm.publish), name
+        assert perm.publish_deny == ()
     # A client direct-gets its own grant only; the workers enforcing grants read all.
     assert "$JS.API.DIRECT.GET.KV_mesh_grants.$KV.mesh_grants.alice" in perms["alice"].publish
     assert "$JS.API.DIRECT.GET.KV_mesh_grants.>" not in perms["alice"].publish
@@ -79,7 +93,31 @@ def test_a_tool_mailbox_is_closed_to_users_without_a_grant() -> None:
     # A worker publishes its own tools to the registry, no one else's.
     assert "$KV.mesh_tools.vault.deposit" in perms["vault"].publish
     assert not [p for p in perms["relay"].publish if p.startswith("$KV.mesh_tools.vault")]
-    assert perms["supervisor"].publish_deny == ()
+
+
+def test_a_worker_whose_handlers_send_to_another_type_names_it() -> None:
+    # `mailboxes` of a worker user: the types its handlers reach with ctx.ref.
+    users = UsersFile(users=[UserSpec(name="relay", role="worker", child="relay",
+                                      mailboxes=["plain"])])  # fmt: skip
+    perm = compile_config(users, MESH, {}).permissions["relay"]
+    assert reach(perm) == {"relay", "plain"}
+
+
+def test_a_worker_answers_and_beats_only_as_its_own_type() -> None:
+    perms = compile_config(USERS, MESH, grants(relay=["vault.*"])).permissions
+    for name in ("vault", "relay", "plain"):
+        perm = perms[name]
+        assert [s for s in perm.subscribe if ".sys.ctl." in s] == [f"mesh.sys.ctl.{name}.*"]
+        assert [p for p in perm.publish if ".sys.hb." in p] == [f"mesh.sys.hb.{name}.*"]
+        assert [p for p in perm.publish if ".dlq." in p] == [f"mesh.dlq.{name}"]
+        approvals = [p for p in perm.publish if p.startswith("$KV.mesh_approvals.")]
+        assert approvals == ([f"$KV.mesh_approvals.{name}.>"] if name != "plain" else [])
+        # Its own type's subjects only, whatever it may send to.
+        others = {"vault", "relay", "plain"} - {name}
+        for s in perm.subscribe:
+            assert not any(f".{o}." in s or s.endswith(f".{o}") for o in others), (name, s)
+        # Events name their kind only: one token, any kind (see the module's docs).
+        assert [p for p in perm.publish if ".sys.evt." in p] == ["mesh.sys.evt.*"]
 
 
 def test_worker_permissions_follow_the_actor() -> None:
@@ -157,3 +195,106 @@ def test_users_file_errors_name_the_fix(tmp_path: Path) -> None:
     bad.write_text('[[users]]\nname = "a"\nrole = "root"\n')
     with pytest.raises(ConfigError, match="role"):
         UsersFile.load(bad)
+
+
+INTEROP_MESH = """
+[mesh]
+prefix = "mesh"
+
+[[groups]]
+name = "interop"
+
+  [[groups.children]]
+  name = "mcp"
+  command = ["{python}", "-m", "actormesh", "--nats-url", "{nats_url}", "--prefix", "{prefix}",
+             "mcp", "--http", "--config", "{config}"]
+
+[[mcp_servers]]
+name = "files"
+command = ["files-server"]
+
+[[agents]]
+name = "shouter"
+tool = "mcp.files.read"
+principal = "helper"
+
+[agent_bridge]
+agents = ["echoer"]
+
+[[grants]]
+principal = "ide"
+tools = ["mcp.files.*"]
+
+[[grants]]
+principal = "helper"
+tools = ["mcp.files.read"]
+"""
+
+INTEROP_USERS = """
+[[users]]
+name = "supervisor"
+role = "supervisor"
+
+[[users]]
+name = "mcp"
+role = "worker"
+child = "mcp"
+principals = ["ide"]
+
+[[users]]
+name = "files"
+role = "worker"
+child = "mcp-files"
+
+[[users]]
+name = "shouter"
+role = "worker"
+child = "agent-host-shouter"
+
+[[users]]
+name = "bridge"
+role = "worker"
+child = "agent-bridge"
+
+[[users]]
+name = "alice"
+role = "client"
+"""
+
+
+def test_authz_knows_the_mcp_and_agent_children(tmp_path: Path) -> None:
+    mesh_file, users_file = tmp_path / "mesh.toml", tmp_path / "users.toml"
+    mesh_file.write_text(INTEROP_MESH)
+    users_file.write_text(INTEROP_USERS)
+    compiled = generate(mesh_file, users_file)
+    perms = compiled.permissions
+    # The external server's tools are known by their prefix: its mailbox is closed to
+    # a user without a grant on one of them, and open to the MCP server's user, which
+    # calls as its token principal `ide`, and to the agent host, calling as `helper`.
+    assert "mcp-files" not in reach(perms["alice"])
+    assert reach(perms["mcp"]) == {"mcp-server", "mcp-files"}
+    assert reach(perms["shouter"]) == {"agent_host-shouter", "mcp-files"}
+    # The MCP client worker publishes its server's tools (any name under its prefix).
+    assert "$KV.mesh_tools.mcp.files.>" in perms["files"].publish
+    assert "$JS.API.STREAM.CREATE.MESH_MBOX_MCP_FILES" in perms["files"].publish
+    # The MCP server's own worker (mcp-server) and its tool calls.
+    assert any("mcp-server" in s for s in perms["mcp"].subscribe)
+    # The agent host serves its agent's subjects; the bridge prompts agents and runs
+    # one worker per bridged agent (`agent-echoer`).
+    assert "agents.prompt.shouter.>" in perms["shouter"].subscribe
+    assert "agents.hb.shouter.>" in perms["shouter"].publish
+    assert "agents.prompt.>" in perms["bridge"].publish
+    assert "mesh.sys.hb.agent-echoer.*" in perms["bridge"].publish
+    assert "mesh.sys.ctl.agent-echoer.*" in perms["bridge"].subscribe
+    assert "$KV.mesh_tools.agent-echoer.prompt" in perms["bridge"].publish
+    assert reach(perms["bridge"]) == {"agent_bridge", "agent-echoer"}
+    assert "agent-echoer" not in reach(perms["alice"])
+    assert "user: mcp," in compiled.text
+
+
+def test_a_bridge_of_every_agent_is_warned_about(tmp_path: Path) -> None:
+    mesh_file, users_file = tmp_path / "mesh.toml", tmp_path / "users.toml"
+    mesh_file.write_text("[agent_bridge]\n")
+    users_file.write_text('[[users]]\nname = "bridge"\nrole = "worker"\nchild = "agent-bridge"\n')
+    compiled = generate(mesh_file, users_file)
+    assert any("agents = [...]" in w for w in compiled.warnings)

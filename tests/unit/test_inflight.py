@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from nats.aio.msg import Msg
 
-from actormesh import ActorMeshError, MailboxFull, NoSuchActorType, PayloadTooLarge
+from actormesh import ActorMeshError, BrokerUnavailable, MailboxFull, PayloadTooLarge
 from actormesh._inflight import InFlight
 from actormesh._mesh import Mesh, Receipt
 
@@ -150,8 +150,10 @@ def test_puback_errors_are_typed() -> None:
     with pytest.raises(ActorMeshError) as server:
         _parse(b'{"error":{"code":500,"err_code":1,"description":"boom"}}')
     assert server.value.retryable
-    with pytest.raises(NoSuchActorType) as none:
+    # No responders: no stream leader listens. Retryable here; `Mesh._store` asks
+    # JetStream whether the stream exists and raises NoSuchActorType only if not.
+    with pytest.raises(BrokerUnavailable) as none:
         _parse(b"", {"Status": "503"})
-    assert none.value.actor_type == "thing"
+    assert none.value.reason == "no_responders" and none.value.retryable
     with pytest.raises(ActorMeshError, match="unreadable PubAck"):
         _parse(b"not json")

@@ -12,6 +12,7 @@ def test_exported_names_are_pinned() -> None:
             "ActorRef",
             "AskTimeout",
             "BadMessage",
+            "BadServerUrl",
             "BrokerUnavailable",
             "CallHandler",
             "ConfigError",
@@ -35,8 +36,10 @@ def test_exported_names_are_pinned() -> None:
             "Outcome",
             "Passivation",
             "PayloadTooLarge",
+            "PrioritiesOff",
             "Receipt",
             "RemoteError",
+            "Replication",
             "RetryPolicy",
             "StateConflict",
             "SupervisionPolicy",
@@ -65,6 +68,7 @@ def test_exported_names_are_pinned() -> None:
 def test_testing_names_are_pinned() -> None:
     assert sorted(actormesh.testing.__all__) == [
         "Broker",
+        "NatsCluster",
         "NatsServer",
         "ServerConfig",
         "broker",

@@ -82,6 +82,17 @@ def test_lowlevel_names_are_pinned() -> None:
             "parked_stream",
             "release_parked",
             "retry",
+            # lifecycle control (issue 19)
+            "InstanceInfo",
+            "NotPausable",
+            "PauseState",
+            "WorkerUnreachable",
+            "list_instances",
+            "passivate_instance",
+            "pause_actor_type",
+            "pause_state",
+            "resume_actor_type",
+            "type_workers",
         ]
     )
     for name in actormesh.lowlevel.__all__:

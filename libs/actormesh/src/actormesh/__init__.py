@@ -4,11 +4,19 @@ The public surface is what `__all__` lists; everything in `_*` modules is privat
 """
 
 from ._actor import Actor, Context
-from ._config import FullPolicy, MailboxConfig, Passivation, SupervisionPolicy, WorkerConfig
+from ._config import (
+    FullPolicy,
+    MailboxConfig,
+    Passivation,
+    Replication,
+    SupervisionPolicy,
+    WorkerConfig,
+)
 from ._errors import (
     ActorMeshError,
     AskTimeout,
     BadMessage,
+    BadServerUrl,
     BrokerUnavailable,
     ConfigError,
     HandlerError,
@@ -16,6 +24,7 @@ from ._errors import (
     MailboxFull,
     NoSuchActorType,
     PayloadTooLarge,
+    PrioritiesOff,
     RemoteError,
     StateConflict,
     ToolArgumentsInvalid,
@@ -47,6 +56,7 @@ __all__ = [
     "ActorRef",
     "AskTimeout",
     "BadMessage",
+    "BadServerUrl",
     "BrokerUnavailable",
     "CallHandler",
     "ConfigError",
@@ -70,8 +80,10 @@ __all__ = [
     "Outcome",
     "Passivation",
     "PayloadTooLarge",
+    "PrioritiesOff",
     "Receipt",
     "RemoteError",
+    "Replication",
     "RetryPolicy",
     "StateConflict",
     "SupervisionPolicy",

@@ -1,5 +1,6 @@
-"""The `actormesh` command: worker, tell, ask, dlq, up, and tools: grant, revoke, grants,
-tools, tool call, authz."""
+"""The `actormesh` command: worker, tell, ask, dlq, up; tools: grant, revoke, grants,
+tools, tool call, authz; lifecycle: pause, resume, lifecycle, stop-instance, instances,
+drain."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import FullPolicy, WorkerConfig
-from ._errors import ActorMeshError, AskTimeout, NoSuchActorType, RemoteError
+from ._errors import ActorMeshError, AskTimeout, NoSuchActorType, PrioritiesOff, RemoteError
 from ._logging import configure_logging
 from ._settings import Settings
 
@@ -20,11 +21,16 @@ __all__ = ["main"]
 
 _WORKER_DEFAULTS = WorkerConfig()
 _TOOL_COMMANDS = ("grant", "revoke", "grants", "tools", "tool", "authz")
+_LIFECYCLE_COMMANDS = ("pause", "resume", "lifecycle", "stop-instance", "instances", "drain")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actormesh", description=__doc__)
-    p.add_argument("--nats-url", help="broker URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    p.add_argument(
+        "--nats-url",
+        help="broker URL, or a cluster's separated by commas "
+        "(default: $NATS_URL or nats://127.0.0.1:4222)",
+    )
     p.add_argument("--prefix", help="subject prefix (default: $ACTORMESH_PREFIX or mesh)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -56,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("key")
         c.add_argument("json", help='the message, e.g. \'{"type":"Inc","by":1}\'')
         c.add_argument("--msg-id", help="idempotency key (Nats-Msg-Id)")
+        c.add_argument(
+            "--priority",
+            choices=("high", "normal", "low"),
+            default="normal",
+            help="for a mailbox with priorities (MailboxConfig(priorities=True))",
+        )
         if name == "ask":
             c.add_argument("--timeout", type=float, default=5.0)
         else:
@@ -76,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="run the embedded broker, the supervisor and the workers")
     u.add_argument("--config", default="mesh.toml")
     _tool_parsers(sub)
+    from ._lifecycle_command import add_lifecycle_parsers
+
+    add_lifecycle_parsers(sub)
     from .mcp import add_mcp_parser  # light: the `mcp` SDK loads only when it runs
 
     add_mcp_parser(sub)
@@ -142,10 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(_send(args, url, prefix))
         if args.command == "dlq":
             return _run(_dlq(args, url, prefix))
-        if args.command in _TOOL_COMMANDS:
-            from ._tools._commands import run_tool_command
-
-            return _run(run_tool_command(args, url, prefix))
+        if args.command in _TOOL_COMMANDS or args.command in _LIFECYCLE_COMMANDS:
+            return _run(_operator_command(args, url, prefix))
         if args.command == "mcp":
             from .mcp import run_mcp
 
@@ -173,6 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+async def _operator_command(args: argparse.Namespace, url: str, prefix: str) -> int:
+    """The tool and lifecycle commands, their modules loaded only when they run."""
+    if args.command in _LIFECYCLE_COMMANDS:
+        from ._lifecycle_command import run_lifecycle_command
+
+        return await run_lifecycle_command(args, url, prefix)
+    from ._tools._commands import run_tool_command
+
+    return await run_tool_command(args, url, prefix)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -209,6 +233,8 @@ async def _worker(args: argparse.Namespace, url: str, prefix: str, settings: Set
     from ._mesh import Mesh
 
     mesh = await Mesh.connect(url, prefix=prefix, name=f"worker-{args.target}")
+    if settings.replication is not None:
+        mesh.replication = settings.replication
     try:
         worker = Worker(mesh, actor, config)
         # Imported here: `actormesh tell` must not pay for OpenTelemetry or aiohttp.
@@ -246,13 +272,18 @@ async def _send(args: argparse.Namespace, url: str, prefix: str) -> int:
         data = args.json.encode()
         if args.command == "tell":
             receipt = await ref.tell(
-                data, msg_id=args.msg_id, full_policy=FullPolicy(wait=args.wait_if_full)
+                data,
+                msg_id=args.msg_id,
+                full_policy=FullPolicy(wait=args.wait_if_full),
+                priority=args.priority,
             )
             dup = " (duplicate: already stored)" if receipt.duplicate else ""
             print(f"stored in {receipt.stream} as #{receipt.seq}{dup}")
             return 0
         try:
-            value = await ref.ask(data, timeout=args.timeout, msg_id=args.msg_id)
+            value = await ref.ask(
+                data, timeout=args.timeout, msg_id=args.msg_id, priority=args.priority
+            )
         except AskTimeout as exc:
             print(
                 f"actormesh: error: {exc}. Is a worker for {args.actor_type!r} running?",
@@ -264,7 +295,7 @@ async def _send(args: argparse.Namespace, url: str, prefix: str) -> int:
             return 1
         print(json.dumps(value))
         return 0
-    except NoSuchActorType as exc:
+    except (NoSuchActorType, PrioritiesOff) as exc:
         print(f"actormesh: error: {exc}", file=sys.stderr)
         return 1
     finally:

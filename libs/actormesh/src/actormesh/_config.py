@@ -12,9 +12,25 @@ import msgspec
 from ._errors import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["FullPolicy", "MailboxConfig", "Passivation", "SupervisionPolicy", "WorkerConfig"]
+__all__ = [
+    "FullPolicy",
+    "MailboxConfig",
+    "Passivation",
+    "Replication",
+    "SupervisionPolicy",
+    "WorkerConfig",
+]
 
 MiB = 1024 * 1024
+#: JetStream keeps at most five copies of a stream.
+MAX_REPLICAS = 5
+
+
+def _check_replicas(replicas: int | None, tags: tuple[str, ...] | None) -> None:
+    if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"replicas must be between 1 and {MAX_REPLICAS}, not {replicas}")
+    if tags is not None and any(not t or t != t.strip() for t in tags):
+        raise ConfigError(f"placement tags must be non-empty words, not {tags!r}")
 
 
 class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,7 +43,11 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     duplicate_window: float = 120.0
     storage: Literal["file", "memory"] = "file"
-    replicas: int = 1
+    #: Copies of this type's streams and buckets (mailbox, parked messages, state);
+    #: None: the mesh's (`Replication.replicas`). See `Replication`.
+    replicas: int | None = None
+    #: JetStream placement tags for them; None: the mesh's.
+    placement_tags: tuple[str, ...] | None = None
     #: Consumer: how long a delivered message may go unacknowledged before redelivery.
     ack_wait: float = 30.0
     #: Deliveries before a failing message is dead-lettered.
@@ -41,10 +61,24 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: (`--partition i`): a key always lands in the same partition, so keyed state
     #: stays in one process and per-key order holds with several replicas.
     partitions: int = 1
+    #: Priority levels (`tell(..., priority="high")`): the mailbox takes high and low
+    #: messages on subjects of their own, each level with its own consumer, and the
+    #: worker serves higher levels first. Off: one consumer, nothing changes.
+    priorities: bool = False
+    #: With priorities: a waiting level passed over this many times in a row gets the
+    #: next pick, so no level starves (see `actormesh._worker._priority`).
+    priority_fairness: int = 8
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 1024:
             raise ConfigError("partitions must be between 1 and 1024")
+        if self.priorities and self.partitions > 1:
+            raise ConfigError(
+                "a mailbox takes priorities or partitions, not both: each partition "
+                "would need a consumer per level (not supported)"
+            )
+        if self.priority_fairness < 1:
+            raise ConfigError("priority_fairness must be >= 1")
         if self.max_msgs < 1 or self.max_bytes < 1 or self.max_msg_size < 1:
             raise ConfigError("mailbox bounds must be positive: a mailbox is always bounded")
         if self.max_deliver < 1:
@@ -55,6 +89,7 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ConfigError("storage must be 'file' or 'memory'")
         if any(d < 0 for d in self.backoff):
             raise ConfigError("backoff delays must be >= 0")
+        _check_replicas(self.replicas, self.placement_tags)
 
     @classmethod
     def from_retry(cls, policy: RetryPolicy, **settings: Any) -> MailboxConfig:
@@ -75,6 +110,35 @@ class MailboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if not self.backoff:
             return 0.0
         return self.backoff[min(deliveries, len(self.backoff)) - 1]
+
+
+class Replication(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The mesh-wide replication of every stream and bucket the mesh creates.
+
+    Mailboxes, parked messages, dead letters, events, actor state, the tool
+    registry, grants and approvals all take `replicas` copies (JetStream's R1,
+    R3, R5), placed on servers carrying every one of `placement_tags` (JetStream
+    placement; empty: anywhere). An actor type overrides both for its own
+    streams and state with `MailboxConfig(replicas=..., placement_tags=...)`.
+    Set it on the connection (`mesh.replication`), in mesh.toml (`[mesh]
+    replicas`, `placement_tags`) or with ACTORMESH_REPLICAS and
+    ACTORMESH_PLACEMENT_TAGS. A stream or bucket that exists with fewer
+    replicas is scaled up when the mesh next ensures it; never down.
+    """
+
+    replicas: int = 1
+    placement_tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_replicas(self.replicas, self.placement_tags)
+
+    def mailbox(self, cfg: MailboxConfig) -> MailboxConfig:
+        """`cfg` with its replicas and placement resolved (the type's own, else ours)."""
+        replicas = self.replicas if cfg.replicas is None else cfg.replicas
+        tags = self.placement_tags if cfg.placement_tags is None else cfg.placement_tags
+        if (replicas, tags) == (cfg.replicas, cfg.placement_tags):
+            return cfg
+        return msgspec.structs.replace(cfg, replicas=replicas, placement_tags=tags)
 
 
 #: The most failing keys (or keyless messages) a worker tracks at once: bounds the

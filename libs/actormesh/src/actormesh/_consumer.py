@@ -7,6 +7,12 @@ neither a message nor a heartbeat arrives for two intervals, the server has
 lost our pulls (broker restart, leader change, a reconnect nats-py did not
 tell us about) and we issue new ones. This is the fix for pull consumers that
 go quiet after a server reboot.
+
+On a cluster, a consumer whose leader changes ends our pulls with a 409
+("Leadership Change") if the old leader could say so, and silently if it died:
+either way we ask again, the silent case after two heartbeat intervals. While
+no leader is elected a pull meets no responders (503): we ask again after a
+growing pause (`_UNAVAILABLE_*`), not in a tight loop.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from nats.aio.subscription import Subscription
 __all__ = ["PullConsumer"]
 
 log = logging.getLogger("actormesh.consumer")
+
+#: Pauses before asking again after a pull met no consumer leader (503).
+_UNAVAILABLE_FIRST = 0.05
+_UNAVAILABLE_MAX = 1.0
 
 
 class PullConsumer:
@@ -61,6 +71,10 @@ class PullConsumer:
         self._wake = asyncio.Event()
         self._paused = False
         self._side_tasks: set[asyncio.Task[None]] = set()
+        #: The pause before asking again after the last 503 (0: none met lately).
+        self._unavailable = 0.0
+        #: Pulls that met no consumer leader (503), for stats and tests.
+        self.unavailable = 0
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -105,7 +119,11 @@ class PullConsumer:
         if headers is not None and not msg.data and "Status" in headers:
             status = headers["Status"]
             if status == "100":
+                self._unavailable = 0.0
                 return  # idle heartbeat: the pull is alive
+            if status == "503":
+                self._no_leader()
+                return
             # 404 no messages, 408 request expired, 409 exceeded limits / consumer gone:
             # the request is over; the server says how much of it went unused.
             pending = headers.get("Nats-Pending-Messages")
@@ -126,7 +144,20 @@ class PullConsumer:
         if self.requested > 0:
             self.requested -= 1
         self.held += 1
+        self._unavailable = 0.0
         self._on_msg(msg)
+
+    def _no_leader(self) -> None:
+        """Our pull met no responders: the consumer has no leader now (a cluster
+        electing one, or its node down). Ask again after a pause that grows."""
+        self.requested = 0
+        self.unavailable += 1
+        delay = self._unavailable = min(
+            max(self._unavailable * 2, _UNAVAILABLE_FIRST), _UNAVAILABLE_MAX
+        )
+        if self.unavailable == 1 or delay == _UNAVAILABLE_MAX:
+            log.info("pull met no consumer leader (503): asking again in %.2fs", delay)
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _pump(self) -> None:
         expires_ns = int(self._expires * 1e9)

@@ -12,6 +12,7 @@ __all__ = [
     "ActorMeshError",
     "AskTimeout",
     "BadMessage",
+    "BadServerUrl",
     "BrokerUnavailable",
     "ConfigError",
     "HandlerError",
@@ -19,6 +20,7 @@ __all__ = [
     "MailboxFull",
     "NoSuchActorType",
     "PayloadTooLarge",
+    "PrioritiesOff",
     "RemoteError",
     "StateConflict",
     "ToolArgumentsInvalid",
@@ -60,15 +62,65 @@ class ConfigError(ActorMeshError, ValueError):
     code = "config_error"
 
 
+class BadServerUrl(ConfigError):
+    """A broker URL (in NATS_URL, --nats-url, mesh.toml or `Mesh.connect`) cannot
+    be parsed. `url` is the one at fault; `servers` the whole list it came in
+    (both with any password replaced by ``***``)."""
+
+    code = "bad_server_url"
+
+    def __init__(self, url: str, *, servers: str, detail: str = "") -> None:
+        super().__init__(
+            f"bad NATS server URL {url!r}"
+            + (f" in {servers!r}" if servers != url else "")
+            + (f": {detail}" if detail else "")
+            + " (expected nats://host:port, several separated by commas)"
+        )
+        self.url = url
+        self.servers = servers
+
+
 class BrokerUnavailable(ActorMeshError):
-    """The NATS broker cannot be reached (or the connection was closed)."""
+    """The NATS broker cannot take the message now: unreachable, the connection
+    closed, or (on a cluster) the stream has no leader for a moment.
+
+    Retryable: a send that raises it may or may not have been stored, so send
+    it again with the same `msg_id` (the mailbox drops the copy). `reason` says
+    which: `connect`, `closed`, `disconnected` (nothing could be written),
+    `no_pub_ack` (written, no acknowledgement in time), `no_responders` (no
+    stream leader listening: an election, or the node holding the stream is
+    down), `jetstream_unavailable` (JetStream answered 503), `in_process` (an
+    earlier copy, same id, waits for the stream's quorum).
+    """
 
     code = "broker_unavailable"
     retryable = True
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        reason: str = "",
+        subject: str = "",
+        msg_id: str = "",
+        waited: float = 0.0,
+    ) -> None:
         super().__init__(message)
         self.url = url
+        self.reason = reason
+        self.subject = subject
+        #: The message's `Nats-Msg-Id` ("" if it had none): resend under it.
+        self.msg_id = msg_id
+        #: Seconds the send kept trying before giving up.
+        self.waited = waited
+
+    def fields(self) -> dict[str, Any]:
+        out = super().fields()
+        for name in ("reason", "subject", "msg_id"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        return out
 
 
 class NoSuchActorType(ActorMeshError):
@@ -83,6 +135,24 @@ class NoSuchActorType(ActorMeshError):
             "with `await mesh.declare(ActorClass)`"
         )
         self.actor_type = actor_type
+        self.subject = subject
+
+
+class PrioritiesOff(ActorMeshError):
+    """A message was sent with a priority to an actor type whose mailbox takes none:
+    declare it with `MailboxConfig(priorities=True)` (an existing mailbox needs the
+    worker's `update_mailbox`), or send at normal priority."""
+
+    code = "priorities_off"
+
+    def __init__(self, actor_type: str, *, level: str, subject: str) -> None:
+        super().__init__(
+            f"the mailbox of {actor_type!r} takes no priorities (sent {level!r} to "
+            f"{subject}): declare it with MailboxConfig(priorities=True), or send at "
+            "normal priority"
+        )
+        self.actor_type = actor_type
+        self.level = level
         self.subject = subject
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -12,34 +15,77 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    Placement,
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
     SubjectTransform,
 )
 
-from ._config import MailboxConfig
+from ._config import MailboxConfig, Replication
 from ._errors import ActorMeshError, ConfigError, MailboxConflict
-from ._subjects import Subjects
+from ._subjects import LEVELS, Subjects
 
-__all__ = ["ensure_mailbox", "ensure_system_streams", "mailbox_stream_config"]
+__all__ = ["ensure_mailbox", "ensure_system_streams", "mailbox_stream_config", "placement"]
 
 WEEK = 7 * 24 * 3600.0
 _ERR_NO_STORAGE = 10047
+_ERR_NO_PEERS = 10005  # "no suitable peers for placement"
+#: How long a create waits for the cluster to have servers for all its replicas:
+#: a cluster that just formed, or lost a node a moment ago, gets them soon.
+PLACEMENT_WAIT = 10.0
+
+T = TypeVar("T")
 
 
-def mailbox_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig) -> StreamConfig:
+async def placed(create: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run `create` (a stream or bucket create or update), trying again for
+    `PLACEMENT_WAIT` seconds while JetStream has no suitable peers for it."""
+    deadline = time.monotonic() + PLACEMENT_WAIT
+    delay = 0.1
+    while True:
+        try:
+            return await create()
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _ERR_NO_PEERS:
+                raise
+            if time.monotonic() >= deadline:
+                raise ActorMeshError(
+                    f"JetStream has no servers to place {what} on ({exc.description}): "
+                    "fewer servers are up (or carry its placement tags) than it has "
+                    "replicas; lower the mesh's replicas or start more servers"
+                ) from exc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def placement(tags: tuple[str, ...] | None) -> Placement | None:
+    """JetStream placement on servers carrying all of `tags` (None: anywhere)."""
+    return Placement(tags=list(tags)) if tags else None
+
+
+def mailbox_stream_config(
+    subjects: Subjects,
+    actor_type: str,
+    cfg: MailboxConfig,
+    replication: Replication | None = None,
+) -> StreamConfig:
+    """The mailbox stream; replicas and placement are `cfg`'s, else `replication`'s."""
+    cfg = (replication or Replication()).mailbox(cfg)
     return StreamConfig(
         name=subjects.mailbox_stream(actor_type),
         description=f"actormesh mailbox of {actor_type}",
-        subjects=[subjects.mailbox(actor_type, "*")],
+        subjects=[subjects.mailbox(actor_type, "*")]
+        + [subjects.priority_base(actor_type, lv) + "*" for lv in _extra_levels(cfg)],
         retention=RetentionPolicy.WORK_QUEUE,
         discard=DiscardPolicy.NEW,
         max_msgs=cfg.max_msgs,
         max_bytes=cfg.max_bytes,
         max_msg_size=cfg.max_msg_size,
         storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
-        num_replicas=cfg.replicas,
+        num_replicas=cfg.replicas or 1,
+        placement=placement(cfg.placement_tags),
         duplicate_window=cfg.duplicate_window,
         # Senders keep publishing to <prefix>.mbox.<type>.<key>; the stream stores a
         # partitioned mailbox's messages as <prefix>.mbox.<type>.<partition>.<key>,
@@ -54,14 +100,33 @@ def mailbox_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfi
     )
 
 
+def _extra_levels(cfg: MailboxConfig) -> tuple[str, ...]:
+    """The priority levels with subjects and a consumer of their own (not normal)."""
+    return tuple(lv for lv in LEVELS if lv != "normal") if cfg.priorities else ()
+
+
+def _filter(
+    subjects: Subjects, actor_type: str, cfg: MailboxConfig, partition: int | None, level: str
+) -> str | None:
+    if partition is not None:
+        return subjects.partition_base(actor_type, partition) + "*"
+    if level != "normal":
+        return subjects.priority_base(actor_type, level) + "*"
+    # A work-queue stream's consumers may not overlap: with priorities, the normal
+    # consumer takes only the normal subjects.
+    return subjects.mailbox(actor_type, "*") if cfg.priorities else None
+
+
 def consumer_config(
-    subjects: Subjects, actor_type: str, cfg: MailboxConfig, partition: int | None = None
+    subjects: Subjects,
+    actor_type: str,
+    cfg: MailboxConfig,
+    partition: int | None = None,
+    level: str = "normal",
 ) -> ConsumerConfig:
     return ConsumerConfig(
-        durable_name=subjects.consumer(actor_type, partition),
-        filter_subject=subjects.partition_base(actor_type, partition) + "*"
-        if partition is not None
-        else None,
+        durable_name=subjects.consumer(actor_type, partition, level),
+        filter_subject=_filter(subjects, actor_type, cfg, partition, level),
         description=f"actormesh workers of {actor_type}",
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
@@ -101,6 +166,28 @@ _CONSUMER_FIELDS = (
 _OWN_CONSUMER_FIELDS = ("max_deliver",)
 
 
+async def _create_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo | None:
+    """Add `want`; None if we did, the stream's info if another process did first."""
+    try:
+        await placed(lambda: js.add_stream(want), what=f"stream {want.name}")
+        return None
+    except nats.js.errors.BadRequestError as exc:
+        # Another replica created it between our look and our add: compare with it.
+        try:
+            return await js.stream_info(want.name or "")
+        except nats.js.errors.NotFoundError:
+            raise exc from None  # it was not that: the refusal says why
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == _ERR_NO_STORAGE:
+            raise ActorMeshError(
+                f"JetStream cannot reserve {want.max_bytes} bytes for stream {want.name}: "
+                "the server's storage limit is taken by other streams' max_bytes. Lower "
+                "MailboxConfig.max_bytes, delete unused streams, or raise the server's "
+                "jetstream max_file_store"
+            ) from exc
+        raise
+
+
 def _diff(have: Any, want: Any, fields: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {}
     for f in fields:
@@ -123,28 +210,18 @@ async def _ensure_stream(
     try:
         info = await js.stream_info(want.name)
     except nats.js.errors.NotFoundError:
-        try:
-            await js.add_stream(want)
+        created = await _create_stream(js, want)
+        if created is None:
             return
-        except nats.js.errors.BadRequestError:
-            # Another replica created it between our look and our add: compare with it.
-            info = await js.stream_info(want.name)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code == _ERR_NO_STORAGE:
-                raise ActorMeshError(
-                    f"JetStream cannot reserve {want.max_bytes} bytes for stream {want.name}: "
-                    "the server's storage limit is taken by other streams' max_bytes. Lower "
-                    "MailboxConfig.max_bytes, delete unused streams, or raise the server's "
-                    "jetstream max_file_store"
-                ) from exc
-            raise
+        info = created
     except nats.errors.NoRespondersError as exc:
         raise ActorMeshError("the NATS server has no JetStream: start it with -js") from exc
     diff = _diff(info.config, want, _STREAM_FIELDS)
     if scale_up and "num_replicas" in diff:
         have, wanted = (r or 1 for r in diff.pop("num_replicas"))
         if have < wanted and not diff:
-            await js.update_stream(dataclasses.replace(info.config, num_replicas=wanted))
+            grown = dataclasses.replace(info.config, num_replicas=wanted)
+            await placed(lambda: js.update_stream(grown), what=f"stream {want.name}")
             return
         if have < wanted:
             diff["num_replicas"] = (have, wanted)
@@ -162,17 +239,30 @@ async def ensure_mailbox(
     *,
     update: bool = False,
     partition: int | None = None,
+    replication: Replication | None = None,
 ) -> None:
     """Make the actor type's stream and durable consumer exist with `cfg`'s settings.
 
     A partitioned mailbox has a consumer per partition: `partition` names the one
-    to ensure (a worker's), None ensures them all. An existing stream or consumer
-    with other settings raises `MailboxConflict` unless `update` is set.
+    to ensure (a worker's), None ensures them all. A mailbox with priorities has a
+    consumer per level (`<type>`, `<type>_high`, `<type>_low`), all ensured. An
+    existing stream or consumer with other settings raises `MailboxConflict` unless
+    `update` is set; one with fewer replicas than `cfg` (else `replication`) asks
+    for is scaled up.
     """
-    await _ensure_stream(js, mailbox_stream_config(subjects, actor_type, cfg), update=update)
+    await _ensure_stream(
+        js,
+        mailbox_stream_config(subjects, actor_type, cfg, replication),
+        update=update,
+        scale_up=True,
+    )
     stream = subjects.mailbox_stream(actor_type)
     if cfg.partitions == 1:
-        wanted = [consumer_config(subjects, actor_type, cfg)]
+        # The normal consumer first: a priority consumer added while an older one
+        # without a filter exists would overlap it (refused on a work queue).
+        wanted = [consumer_config(subjects, actor_type, cfg)] + [
+            consumer_config(subjects, actor_type, cfg, level=lv) for lv in _extra_levels(cfg)
+        ]
     elif partition is None:
         wanted = [consumer_config(subjects, actor_type, cfg, p) for p in range(cfg.partitions)]
     else:
@@ -203,13 +293,18 @@ async def _ensure_consumer(
 
 
 async def ensure_system_streams(
-    js: JetStreamContext, subjects: Subjects, *, replicas: int = 1
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    replicas: int = 1,
+    placement_tags: tuple[str, ...] = (),
 ) -> None:
     """The dead-letter and events streams: limits retention, kept 7 days.
 
-    `replicas` is the mailbox's: a type's dead letters are as safe as its
-    messages were. Streams that exist with fewer replicas are scaled up to it,
-    never down (another actor type of the mesh may have asked for more).
+    `replicas` is the mesh's, or a mailbox's if more: a type's dead letters are
+    as safe as its messages were. Streams that exist with fewer replicas are
+    scaled up to it, never down (another actor type may have asked for more).
+    `placement_tags` apply when a stream is created.
     """
     for name, subject in (
         (subjects.dlq_stream, f"{subjects.prefix}.dlq.>"),
@@ -228,6 +323,7 @@ async def ensure_system_streams(
                 max_msg_size=-1,
                 storage=StorageType.FILE,
                 num_replicas=replicas,
+                placement=placement(placement_tags),
                 duplicate_window=120.0,
             ),
             update=False,

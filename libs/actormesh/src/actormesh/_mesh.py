@@ -1,8 +1,9 @@
 """Mesh: one NATS connection to the mesh, publishing with flow control and typed errors.
 
-`ActorRef` (tell / ask one actor) lives in `_ref`. A little over 500 lines: the
-connection, the publishes awaiting a PubAck (window, full-mailbox retry), the
-reply inbox and the PubAck-to-error mapping share the in-flight tables.
+`ActorRef` (tell / ask one actor) lives in `_ref`, a send's retries through a
+broker outage in `_outage`. About 600 lines: the connection, the publishes
+awaiting a PubAck (window, full-mailbox retry), the reply inbox and the
+PubAck-to-error mapping share the in-flight tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -28,21 +30,22 @@ if TYPE_CHECKING:
     from ._interceptor import WorkerInterceptor
 
 from ._actor import Actor, spec_of
-from ._config import FullPolicy
+from ._config import FullPolicy, Replication
 from ._errors import (
     ActorMeshError,
     BrokerUnavailable,
     MailboxFull,
-    NoSuchActorType,
     PayloadTooLarge,
     StateConflict,
 )
 from ._hooks import Tracer
 from ._inflight import InFlight
 from ._nats import Client
+from ._outage import Outage, first_wait, no_pub_ack
 from ._ref import ActorRef
 from ._subjects import Subjects
 from ._tools import ToolBus
+from ._wire import Hdr
 
 __all__ = ["ActorRef", "Mesh", "Receipt"]
 
@@ -54,6 +57,9 @@ A = TypeVar("A", bound=Actor)
 _ERR_STORE_FULL = 10077  # stream store failed: "maximum messages/bytes exceeded"
 _ERR_MSG_TOO_BIG = 10054  # "message size exceeds maximum allowed"
 _ERR_WRONG_LAST_SEQ = 10071  # "wrong last sequence": a compare-and-set that lost
+#: "duplicate message id is in process": a copy sent earlier (same id) waits for
+#: the stream's quorum; this one is neither stored nor refused for good.
+_ERR_DUPLICATE_IN_PROCESS = 10158
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -94,6 +100,11 @@ def header_size(headers: dict[str, str] | None) -> int:
 
 class Mesh:
     """One NATS connection to the mesh; makes `ActorRef`s and publishes."""
+
+    #: Replicas and placement of every stream and bucket made through this
+    #: connection (mailboxes unless their type says otherwise, dead letters,
+    #: events, state, tools, grants): assign before starting workers.
+    replication: Replication = Replication()
 
     def __init__(
         self,
@@ -152,9 +163,22 @@ class Mesh:
         connect_wait: float = 10.0,
         **options: Any,
     ) -> Mesh:
-        """Connect to NATS. `options` pass through to `nats.connect` (credentials,
-        TLS, reconnect settings, ...). Once connected, the connection reconnects
-        forever; the first connection is tried for `connect_wait` seconds."""
+        """Connect to NATS: one server or a cluster's, as a list or comma-separated
+        (``"nats://a:4222,nats://b:4222"``, as NATS_URL takes them). A URL that
+        cannot be parsed raises `BadServerUrl` at once, naming it.
+
+        The first connection tries the servers (in random order) for
+        `connect_wait` seconds, then raises `BrokerUnavailable` with the last
+        error. Once connected, the connection reconnects forever: to any server
+        given or learned from the cluster, each tried every `reconnect_time_wait`
+        (0.5 s) after a loss, `max_reconnect_attempts=-1`; `connect_timeout` 2 s;
+        a server that stops answering pings (`ping_interval` 5 s,
+        `max_outstanding_pings` 2) is left for another. `options` pass through to
+        `nats.connect` (credentials, TLS, these settings, ...) and override these
+        defaults; docs/cluster.md has the whole list."""
+        from ._settings import redact, server_list
+
+        pool = server_list(servers)
         mesh_ref: list[Mesh] = []
 
         async def error_cb(exc: Exception) -> None:
@@ -163,6 +187,10 @@ class Mesh:
         options.setdefault("max_reconnect_attempts", -1)
         options.setdefault("reconnect_time_wait", 0.5)
         options.setdefault("connect_timeout", 2)
+        # nats-py pings every 120 s: a frozen (SIGSTOPped, partitioned) node would hold
+        # the connection for minutes. Every 5 s, two unanswered: left within ~15 s.
+        options.setdefault("ping_interval", 5)
+        options.setdefault("max_outstanding_pings", 2)
         options.setdefault("name", name or "actormesh")
         options.setdefault("error_cb", error_cb)
         options.setdefault("allow_reconnect", True)
@@ -181,23 +209,28 @@ class Mesh:
             if user_disconnected:
                 await user_disconnected()
 
-        url = servers if isinstance(servers, str) else ",".join(servers)
+        url = redact(",".join(pool))
+        nc = Client()
         try:
             # nats-py retries a failed first connect forever when reconnects are
             # unlimited; bound it so a missing broker is reported, not waited on.
             async with asyncio.timeout(connect_wait):
-                nc = Client()
                 await nc.connect(
-                    servers,
+                    pool,
                     reconnected_cb=on_reconnected,
                     disconnected_cb=on_disconnected,
                     **options,
                 )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            # On the timeout, the client's own last error says why (refused, auth...).
+            cause = nc.last_error if isinstance(exc, TimeoutError) and nc.last_error else exc
+            tried = "" if len(pool) == 1 else f"none of the {len(pool)} servers answered; "
             raise BrokerUnavailable(
-                f"cannot connect to NATS at {url} (tried for {connect_wait:g}s: {exc!r}). "
-                "Is the broker running? `make up` starts one; or set NATS_URL",
+                f"cannot connect to NATS at {url} within {connect_wait:g}s ({tried}"
+                f"last error: {cause!r}). Is the broker running? `make up` starts one; "
+                "or set NATS_URL (servers separated by commas)",
                 url=url,
+                reason="connect",
             ) from exc
         mesh = cls(
             nc, prefix=prefix, name=name, full_policy=full_policy, publish_timeout=publish_timeout
@@ -288,7 +321,14 @@ class Mesh:
         from ._mailbox import ensure_mailbox
 
         spec = spec_of(actor)
-        await ensure_mailbox(self.js, self.subjects, spec.actor_type, spec.mailbox, update=update)
+        await ensure_mailbox(
+            self.js,
+            self.subjects,
+            spec.actor_type,
+            spec.mailbox,
+            update=update,
+            replication=self.replication,
+        )
 
     # -- publishing -------------------------------------------------------------------
 
@@ -315,10 +355,12 @@ class Mesh:
         headers: dict[str, str] | None,
         timeout: float | None,
         at: float | None = None,
+        ack_at: float | None = None,
     ) -> tuple[str, asyncio.Future[Msg | None]]:
         """Publish to JetStream without waiting: the PubAck's token and future, which
         resolves to the PubAck, or to None if `timeout` (None: none) passes first
-        (with `at`, when the loop's clock reaches it; the wait for room ends there)."""
+        (with `at`, when the loop's clock reaches it; the wait for room ends there;
+        `ack_at`, if given, ends the wait for the PubAck instead)."""
         acks = self._acks
         if acks.full():
             if at is None:
@@ -327,7 +369,7 @@ class Mesh:
                 async with asyncio.timeout_at(at):
                     await acks.wait_room()
         token = f"{next(self._ids):x}"
-        fut = acks.add(token, timeout, at)
+        fut = acks.add(token, timeout, at if ack_at is None else ack_at)
         try:
             await self.nc.publish(subject, payload, reply=self._inbox_dot + token, headers=headers)
         except nats.errors.MaxPayloadError as exc:
@@ -335,7 +377,13 @@ class Mesh:
             raise PayloadTooLarge(len(payload), self.nc.max_payload) from exc
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             acks.discard(token)
-            raise BrokerUnavailable(f"cannot publish to {subject}: {exc!r}") from exc
+            closed = isinstance(exc, nats.errors.ConnectionClosedError)
+            raise BrokerUnavailable(
+                f"cannot publish to {subject}: {exc!r}",
+                reason="closed" if closed else "disconnected",
+                subject=subject,
+                msg_id=(headers or {}).get(Hdr.MSG_ID, ""),
+            ) from exc
         except BaseException:
             acks.discard(token)
             raise
@@ -359,10 +407,7 @@ class Mesh:
         """The Receipt in a PubAck, or the typed error for its absence (None: not
         within `timeout`) or for the refusal it carries."""
         if msg is None:
-            raise BrokerUnavailable(
-                f"no PubAck for {subject} within {timeout:g}s: the broker is "
-                "unreachable or overloaded; retrying with the same msg_id is safe"
-            )
+            raise no_pub_ack(subject, timeout)
         data = msg.data
         if data and b'"error"' not in data:
             try:
@@ -370,8 +415,13 @@ class Mesh:
             except msgspec.DecodeError:
                 pass  # reported below, with the whole PubAck looked at
         if not data and msg.headers and msg.headers.get("Status") == "503":
-            actor_type = subject.split(".")[2] if ".mbox." in subject else subject
-            raise NoSuchActorType(actor_type, subject=subject)
+            # No stream listens: it does not exist, or has no leader right now (an
+            # election, its node down). `_store` asks JetStream which it is.
+            raise BrokerUnavailable(
+                f"no stream leader answered on {subject} (no responders)",
+                reason="no_responders",
+                subject=subject,
+            )
         try:
             ack = _puback.decode(data)
         except msgspec.DecodeError as exc:
@@ -453,20 +503,25 @@ class Mesh:
         """Publish and parse the PubAck, waiting `ack_timeout` for it, retrying a full
         mailbox per policy. With `at` (the loop's clock), a request's deadline, set
         with timeout `ack_timeout`: the wait for room in the window, for the PubAck
-        and between retries end there, with TimeoutError."""
+        and between retries end there, with TimeoutError.
+
+        A broker that cannot take the message for a moment (a cluster electing the
+        stream's leader, a node down) is tried again with the same headers, so the
+        same `Nats-Msg-Id`, until the deadline: no responders or a JetStream 503
+        while the stream exists, and a PubAck that does not come (resent only if
+        the message has an id or is a compare-and-set, so a copy cannot be stored
+        twice). Then `BrokerUnavailable`; a stream that does not exist is
+        `NoSuchActorType` (for a mailbox) at once.
+        """
         self.check_size(payload, headers, limit=max_size)
         started = time.monotonic()
         retry = 0
+        # Until something fails, no outage bookkeeping: the common case stays cheap.
+        outage: Outage | None = None
+        wait, ack_at = first_wait(headers, ack_timeout, at), None
         while True:
-            token, ack = await self._send(subject, payload, headers, ack_timeout, at)
             try:
-                msg = await ack
-            finally:
-                self._acks.discard(token)  # cancelled while waiting: no longer in flight
-            if msg is None and at is not None:
-                raise TimeoutError
-            try:
-                return self._parse_puback(subject, msg, ack_timeout)
+                return await self._attempt(subject, payload, headers, wait, at, ack_at)
             except MailboxFull as exc:
                 policy = full_policy or self.full_policy
                 waited = time.monotonic() - started
@@ -475,6 +530,41 @@ class Mesh:
                     raise
                 retry += 1
                 await _pause(min(policy.backoff.delay(retry), policy.wait - waited), at)
+            except BrokerUnavailable as exc:
+                if outage is None:
+                    elapsed = time.monotonic() - started
+                    outage = Outage(self, subject, headers, ack_timeout, at, elapsed)
+                await outage.handle(exc)
+            if outage is not None:
+                wait, ack_at = outage.attempt()
+
+    async def _attempt(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        wait: float | None,
+        at: float | None,
+        ack_at: float | None,
+    ) -> Receipt:
+        token, ack = await self._send(subject, payload, headers, wait, at, ack_at)
+        try:
+            msg = await ack
+        finally:
+            self._acks.discard(token)  # cancelled while waiting: no longer in flight
+        return self._parse_puback(subject, msg, wait)
+
+    async def stream_missing(self, subject: str, timeout: float = 1.0) -> bool:
+        """Whether JetStream says no stream stores `subject`; False when it cannot
+        say within `timeout` (its meta leader being elected, say)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.js.find_stream_name_by_subject(subject)
+        except nats.js.errors.NotFoundError:
+            return True
+        except (TimeoutError, nats.errors.Error):
+            return False
+        return False
 
     async def flush(self, timeout: float = 5.0) -> None:
         await self.nc.flush(max(1, round(timeout)))
@@ -502,6 +592,20 @@ def _refusal(subject: str, err: _ApiError, size: int) -> ActorMeshError:
         _, bucket, key = subject.split(".", 2)
         expected = err.description.rpartition(" ")[2]
         return StateConflict(bucket, key, expected=int(expected) if expected.isdigit() else -1)
+    if err.err_code == _ERR_DUPLICATE_IN_PROCESS:
+        return BrokerUnavailable(
+            f"an earlier copy of the message on {subject} (same Nats-Msg-Id) still waits "
+            "for the stream's quorum",
+            reason="in_process",
+            subject=subject,
+        )
+    if err.code == 503:
+        return BrokerUnavailable(
+            f"JetStream cannot store the message on {subject} now: {err.description} "
+            f"(err_code {err.err_code})",
+            reason="jetstream_unavailable",
+            subject=subject,
+        )
     return ActorMeshError(
         f"JetStream refused the message on {subject}: {err.description} "
         f"(code {err.code}, err_code {err.err_code})",

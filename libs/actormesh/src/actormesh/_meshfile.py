@@ -6,13 +6,17 @@ from pathlib import Path
 
 import msgspec
 
+from ._config import Replication
 from ._errors import ConfigError
 
 __all__ = [
+    "AgentBridgeSection",
+    "AgentHostSpec",
     "BrokerSection",
     "ChildSpec",
     "GrantSpec",
     "GroupSpec",
+    "McpSection",
     "McpServerSpec",
     "MeshFile",
     "SupervisorSection",
@@ -26,17 +30,54 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class MeshSection(_Section, frozen=True):
     prefix: str = "mesh"
+    #: Copies of every stream and bucket the mesh creates (see `Replication`);
+    #: an actor type's `MailboxConfig(replicas=...)` overrides it for its own.
+    replicas: int = 1
+    #: JetStream placement tags for them (servers carrying all of these).
+    placement_tags: list[str] = []
+
+    def replication(self) -> Replication:
+        return Replication(replicas=self.replicas, placement_tags=tuple(self.placement_tags))
+
+    def __post_init__(self) -> None:
+        self.replication()  # checks the values
 
 
 class BrokerSection(_Section, frozen=True):
-    """The embedded nats-server `actormesh up` runs when NATS_URL is not set."""
+    """The broker: the embedded nats-server(s) `actormesh up` runs, unless `url`
+    (or NATS_URL, or --nats-url) names existing ones."""
 
+    #: An existing broker or cluster instead of an embedded one: a URL, several
+    #: separated by commas, or a list. NATS_URL and --nats-url override it.
+    url: str | list[str] = ""
     host: str = "127.0.0.1"
+    #: The client port (node i of a cluster listens on port + i; 0: random ports).
     port: int = 4222
+    #: Embedded nodes: 1, or 3 (or 5) for a JetStream cluster on this machine,
+    #: one process and store (`store_dir`/n1, n2, ...) per node.
+    nodes: int = 1
+    #: The route port of node 1 of a cluster (node i: cluster_port + i; 0: free
+    #: ports picked at start).
+    cluster_port: int = 6222
     store_dir: str = ".actormesh/nats"
     #: fsync every write: an acked message survives a machine crash.
     sync_always: bool = True
     max_payload: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= 9:
+            raise ConfigError(f"[broker] nodes must be between 1 and 9, not {self.nodes}")
+        for name in ("port", "cluster_port"):
+            if not 0 <= getattr(self, name) <= 65535 - self.nodes:
+                raise ConfigError(f"[broker] {name} {getattr(self, name)} is out of range")
+        if self.url:
+            from ._settings import server_list
+
+            server_list(self.url)  # a bad URL is named when the file loads
+
+    def servers(self) -> str:
+        """`url` as NATS_URL takes it ("" when the broker is embedded)."""
+        return self.url if isinstance(self.url, str) else ",".join(self.url)
 
 
 class ChildSpec(_Section, frozen=True):
@@ -95,6 +136,9 @@ class SupervisorSection(_Section, frozen=True):
     name: str = "root"
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8765
+    #: The dashboard links trace ids here: a URL with `{trace_id}` in it, such as
+    #: Jaeger's "http://127.0.0.1:16686/trace/{trace_id}" ("": no links).
+    trace_url: str = ""
     #: process: spawn the workers; docker: restart containers; none: observe only.
     backend: str = "process"
     docker_socket: str = "/var/run/docker.sock"
@@ -115,6 +159,14 @@ class SupervisorSection(_Section, frozen=True):
     #: How long a restarted supervisor listens for heartbeats before starting the
     #: workers it found no trace of (0: one and a half heartbeat intervals).
     discovery_window: float = 0.0
+    #: A supervision tree across hosts: `standalone` (no tree), `host` (runs this
+    #: host's workers under a root), `root` (runs no workers; supervises the host
+    #: supervisors over NATS with `strategy`, `intensity` and `period`).
+    role: str = "standalone"
+    #: This host's name in the tree, a subject token ("": the machine's hostname).
+    host: str = ""
+    #: The root's strategy over its host supervisors: one_for_one or one_for_all.
+    strategy: str = "one_for_one"
 
 
 class GrantSpec(_Section, frozen=True):
@@ -179,6 +231,94 @@ class McpServerSpec(_Section, frozen=True):
 
 #: The group `load` puts the `[[mcp_servers]]` children in.
 MCP_GROUP = "mcp_servers"
+#: The group `load` puts the `[[agents]]` and `[agent_bridge]` children in.
+AGENTS_GROUP = "agents"
+#: In a child's command, replaced by `load` with the mesh file's absolute path.
+CONFIG_PLACEHOLDER = "{config}"
+
+
+class McpSection(_Section, frozen=True):
+    """`[mcp]`: the bearer tokens of `actormesh mcp --http --config <this file>`.
+
+    Both may be given: the tokens file's and these are merged. Tokens are secrets:
+    this section's repr names how many there are, never one.
+    """
+
+    #: A tokens file (TOML `[tokens]` or JSON), as `actormesh mcp --tokens` reads.
+    tokens_file: str = ""
+    #: token = principal.
+    tokens: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"McpSection(tokens_file={self.tokens_file!r}, tokens=<{len(self.tokens)} hidden>)"
+
+    def __post_init__(self) -> None:
+        if any(not (t and isinstance(p, str) and p) for t, p in self.tokens.items()):
+            raise ConfigError("[mcp] tokens: every token needs a non-empty principal name")
+
+
+class AgentHostSpec(_Section, frozen=True):
+    """An `[[agents]]` entry: a tool served as an Agent Protocol agent.
+
+    `load` runs each as a supervised child `agent-host-<name>` (`actormesh
+    agent-host`, with a worker of type `agent_host-<name>` for its heartbeats) in
+    a generated one_for_one group `agents`.
+    """
+
+    #: The agent's name (lowercase letters, digits, '-').
+    name: str
+    tool: str
+    #: Who calls the tool (it needs a grant).
+    principal: str
+    owner: str = "actormesh"
+    session: str = "default"
+    description: str = ""
+    #: The tool argument the prompt text goes into ("": the tool's only string one).
+    prompt_arg: str = ""
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        from ._subjects import check_actor_type
+
+        if not self.name or not all(c.islower() or c.isdigit() or c == "-" for c in self.name):
+            raise ConfigError(f"agent {self.name!r}: use lowercase letters, digits and '-'")
+        check_actor_type(f"agent_host-{self.name}")
+        if not self.tool or not self.principal:
+            raise ConfigError(f"agent {self.name!r}: give `tool` and `principal`")
+
+    def child(self) -> ChildSpec:
+        argv = ["{python}", "-m", "actormesh", "--nats-url", "{nats_url}",
+                "--prefix", "{prefix}", "agent-host", "--name", self.name,
+                "--tool", self.tool, "--principal", self.principal,
+                "--owner", self.owner, "--session", self.session,
+                "--timeout", f"{self.timeout:g}",
+                "--worker-heartbeat", "{heartbeat_interval}"]  # fmt: skip
+        if self.description:
+            argv += ["--description", self.description]
+        if self.prompt_arg:
+            argv += ["--prompt-arg", self.prompt_arg]
+        return ChildSpec(name=f"agent-host-{self.name}", command=argv, shutdown_grace=10.0)
+
+
+class AgentBridgeSection(_Section, frozen=True):
+    """`[agent_bridge]`: Agent Protocol agents served as tools `agent-<name>.prompt`.
+
+    `load` runs it as the supervised child `agent-bridge` (`actormesh agent-bridge`)
+    in the generated group `agents`."""
+
+    #: Only these agents; empty: every agent discovered.
+    agents: list[str] = []
+    #: Seconds between looks for new agents.
+    rediscover: float = 30.0
+
+    def child(self) -> ChildSpec:
+        argv = ["{python}", "-m", "actormesh", "--nats-url", "{nats_url}",
+                "--prefix", "{prefix}", "agent-bridge",
+                "--rediscover", f"{self.rediscover:g}",
+                "--worker-heartbeat", "{heartbeat_interval}"]  # fmt: skip
+        for agent in self.agents:
+            argv += ["--agent", agent]
+        return ChildSpec(name="agent-bridge", command=argv, shutdown_grace=10.0)
 
 
 class MeshFile(_Section, frozen=True):
@@ -190,6 +330,12 @@ class MeshFile(_Section, frozen=True):
     grants: list[GrantSpec] = []
     #: External MCP servers, run as supervised children (see `McpServerSpec`).
     mcp_servers: list[McpServerSpec] = []
+    #: The MCP server's bearer tokens (see `McpSection`).
+    mcp: McpSection = McpSection()
+    #: Tools served as Agent Protocol agents, run as supervised children.
+    agents: list[AgentHostSpec] = []
+    #: Agents served as tools, run as a supervised child (see `AgentBridgeSection`).
+    agent_bridge: AgentBridgeSection | None = None
 
     def children(self) -> list[tuple[GroupSpec, ChildSpec]]:
         return [(g, c) for g in self.groups for c in g.children]
@@ -205,7 +351,41 @@ def load(path: str | Path) -> MeshFile:
         meshfile = msgspec.toml.decode(data, type=MeshFile)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from exc
-    return with_mcp_group(meshfile)
+    return _with_config_path(with_agents_group(with_mcp_group(meshfile)), p.resolve())
+
+
+def _with_config_path(meshfile: MeshFile, path: Path) -> MeshFile:
+    """`meshfile` with `{config}` in its children's commands replaced by `path` (so
+    `actormesh mcp --config {config}` reads the file the supervisor was given)."""
+    if not any(CONFIG_PLACEHOLDER in a for _, c in meshfile.children() for a in c.command):
+        return meshfile
+    groups = [
+        msgspec.structs.replace(
+            g,
+            children=[
+                msgspec.structs.replace(
+                    c, command=[a.replace(CONFIG_PLACEHOLDER, str(path)) for a in c.command]
+                )
+                for c in g.children
+            ],
+        )
+        for g in meshfile.groups
+    ]
+    return msgspec.structs.replace(meshfile, groups=groups)
+
+
+def with_agents_group(meshfile: MeshFile) -> MeshFile:
+    """`meshfile` with its `[[agents]]` and `[agent_bridge]` as the children of a
+    group `agents`."""
+    children = [a.child() for a in meshfile.agents]
+    if meshfile.agent_bridge is not None:
+        children.append(meshfile.agent_bridge.child())
+    if not children:
+        return meshfile
+    if any(g.name == AGENTS_GROUP for g in meshfile.groups):
+        raise ConfigError(f"group {AGENTS_GROUP!r} is the [[agents]]' own: rename yours")
+    group = GroupSpec(name=AGENTS_GROUP, children=children)
+    return msgspec.structs.replace(meshfile, groups=[*meshfile.groups, group])
 
 
 def with_mcp_group(meshfile: MeshFile) -> MeshFile:

@@ -70,6 +70,8 @@ def _headers(*names: str) -> dict[str, Any]:
         Hdr.PROGRESS_TO: "Where a tool call's progress events go (a ToolProgress JSON "
         "object each): the original caller's inbox, carried on to nested calls.",
         Hdr.STATUS: "Reply status: absent or 200 for a value, else an ErrorReply body.",
+        Hdr.PRIORITY: "The priority its sender gave it (high, low; absent: normal). The "
+        "subject decides: high and low messages go to {prefix}.mbox.{actorType}.{level}.{key}.",
         Hdr.ERROR_CODE: "Dead letter: the error code.",
         Hdr.ERROR_TYPE: "Dead letter: the exception type.",
         Hdr.ERROR_MESSAGE: "Dead letter: the error message.",
@@ -153,9 +155,24 @@ def generate() -> dict[str, str]:
                             Hdr.TOOL,
                             Hdr.TOOL_CALL_ID,
                             Hdr.PROGRESS_TO,
+                            Hdr.PRIORITY,
                         ),
                     )
                 },
+            },
+            "priorityMailbox": {
+                "address": "{prefix}.mbox.{actorType}.{level}.{key}",
+                "description": "A high or low priority message to an actor type whose mailbox "
+                "takes priorities (MailboxConfig(priorities=True)): the same stream, a "
+                "consumer per level; the worker serves higher levels first. `level` is high "
+                "or low; normal messages use the mailbox channel. Same messages and headers.",
+                "parameters": {
+                    "prefix": {},
+                    "actorType": {},
+                    "level": {"enum": ["high", "low"]},
+                    "key": {},
+                },
+                "messages": {"actorMessage": {"$ref": "#/channels/mailbox/messages/actorMessage"}},
             },
             "reply": {
                 "address": None,
@@ -175,8 +192,10 @@ def generate() -> dict[str, str]:
                 "messages": {"heartbeat": msg("Heartbeat", "Heartbeat", "worker liveness")},
             },
             "control": {
-                "address": "{prefix}.sys.ctl.{worker}",
-                "parameters": {"prefix": {}, "worker": {}},
+                # The id-only `{prefix}.sys.ctl.{worker}` is still answered, for
+                # senders that do not know the worker's type.
+                "address": "{prefix}.sys.ctl.{actorType}.{worker}",
+                "parameters": {"prefix": {}, "actorType": {}, "worker": {}},
                 "messages": {
                     "controlRequest": msg(
                         "ControlRequest", "ControlRequest", "drain, stop, stats or health"

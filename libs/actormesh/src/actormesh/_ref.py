@@ -14,12 +14,19 @@ from nats.aio.msg import Msg
 
 from ._actor import Actor, spec_of
 from ._config import FullPolicy
-from ._errors import AskTimeout, MailboxFull
+from ._errors import (
+    AskTimeout,
+    BrokerUnavailable,
+    ConfigError,
+    MailboxFull,
+    NoSuchActorType,
+    PrioritiesOff,
+)
 from ._errwire import decode_reply
 from ._hooks import NO_SPAN, SpanHandle
 from ._retry import RetryPolicy
 from ._retry import retry as _retry_loop
-from ._subjects import KEYLESS, check_actor_type, check_key
+from ._subjects import KEYLESS, LEVELS, Priority, check_actor_type, check_key
 from ._wire import Hdr, Message
 
 if TYPE_CHECKING:
@@ -105,6 +112,26 @@ class ActorRef(Generic[A]):
             headers.update(extra)
         return headers
 
+    def _subject_for(self, priority: Priority, hdrs: dict[str, str]) -> str:
+        """The subject a message of `priority` goes to (and its header, for readers)."""
+        if priority == "normal":
+            return self.subject
+        if priority not in LEVELS:
+            raise ConfigError(f"priority must be one of {', '.join(LEVELS)}; got {priority!r}")
+        hdrs[Hdr.PRIORITY] = priority
+        return self.mesh.subjects.priority_mailbox(self.actor_type, priority, self.key)
+
+    async def _priorities_off(self, exc: NoSuchActorType, priority: str, subject: str) -> None:
+        """A priority send found no stream: say whether the type is missing or only
+        takes no priorities (its mailbox stream exists)."""
+        try:
+            await self.mesh.js.stream_info(self.mesh.subjects.mailbox_stream(self.actor_type))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise exc from None
+        raise PrioritiesOff(self.actor_type, level=priority, subject=subject) from None
+
     async def tell(
         self,
         msg: Message | bytes,
@@ -112,27 +139,57 @@ class ActorRef(Generic[A]):
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
         full_policy: FullPolicy | None = None,
+        priority: Priority = "normal",
     ) -> Receipt:
         """Store `msg` in the actor's mailbox; returns once the broker has it.
 
         `msg_id` makes the send idempotent within the mailbox's duplicate window
         (one is generated if you give none). Raises `MailboxFull` (after waiting as
-        `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`.
+        `full_policy` says), `PayloadTooLarge`, `NoSuchActorType`, `BrokerUnavailable`
+        (retryable: the mesh already resent under the same id until the mesh's
+        `publish_timeout`; send again with `msg_id=exc.msg_id`).
+
+        `priority` ("high", "normal", "low") needs a mailbox declared with
+        `MailboxConfig(priorities=True)` (else `PrioritiesOff`): the worker serves
+        higher levels first; per-key order holds within a level only.
         """
         hdrs = self._headers(msg_id, headers)
+        if priority != "normal":
+            return await self._tell_at(msg, hdrs, full_policy, priority)
         tracer = self.mesh.tracer
         if tracer is None:  # not even a no-op span per message
             return await self._store(msg, hdrs, full_policy)
         with tracer.producer(destination=self.subject, headers=hdrs, operation="tell"):
             return await self._store(msg, hdrs, full_policy)
 
+    async def _tell_at(
+        self,
+        msg: Message | bytes,
+        hdrs: dict[str, str],
+        full_policy: FullPolicy | None,
+        priority: Priority,
+    ) -> Receipt:
+        """`tell` at a priority other than normal (kept off the normal path)."""
+        subject = self._subject_for(priority, hdrs)
+        try:
+            # Spans name the actor's usual subject: one span name per type, any level.
+            with self._producer_span(hdrs, "tell"):
+                return await self._store(msg, hdrs, full_policy, subject)
+        except NoSuchActorType as exc:
+            await self._priorities_off(exc, priority, subject)
+            raise
+
     def _store(
-        self, msg: Message | bytes, hdrs: dict[str, str], full_policy: FullPolicy | None
+        self,
+        msg: Message | bytes,
+        hdrs: dict[str, str],
+        full_policy: FullPolicy | None,
+        subject: str | None = None,
     ) -> Awaitable[Receipt]:
         # A plain function handing back the Mesh's coroutine: no frame of its own.
         mesh = self.mesh
         return mesh._store(
-            self.subject,
+            subject or self.subject,
             self._encode(msg),
             hdrs,
             self._limit,
@@ -146,12 +203,16 @@ class ActorRef(Generic[A]):
         *,
         window: int = 1024,
         full_policy: FullPolicy | None = None,
+        priority: Priority = "normal",
     ) -> list[Receipt]:
-        """Tell many messages, pipelined (`window` awaiting their PubAck at once)."""
+        """Tell many messages, pipelined (`window` awaiting their PubAck at once),
+        all at `priority` (see `tell`)."""
         receipts: list[Receipt] = []
         pending: deque[tuple[bytes, dict[str, str], str, asyncio.Future[Msg | None]]] = deque()
         mesh = self.mesh
-        subject, limit, timeout = self.subject, self._limit, mesh.publish_timeout
+        level: dict[str, str] = {}
+        subject = self._subject_for(priority, level)
+        limit, timeout = self._limit, mesh.publish_timeout
 
         async def settle_one() -> None:
             payload, headers, token, fut = pending.popleft()
@@ -161,20 +222,19 @@ class ActorRef(Generic[A]):
                     receipts.append(mesh._parse_puback(subject, fut.result(), timeout))
                 else:
                     receipts.append(await mesh._receipt(subject, token, fut, timeout))
-            except MailboxFull:
-                # Retries one by one, as `tell` would, with the same msg id.
+            except (MailboxFull, BrokerUnavailable):
+                # Retries one by one, as `tell` would, with the same msg id (a stream
+                # without a leader for a moment, or a missing one: `publish` tells).
                 receipts.append(
-                    await mesh.publish(
-                        self.subject, payload, headers=headers, full_policy=full_policy
-                    )
+                    await mesh.publish(subject, payload, headers=headers, full_policy=full_policy)
                 )
 
         try:
             for msg in msgs:
                 payload = self._encode(msg)
-                headers = self._headers(None, None)
+                headers = self._headers(None, level)
                 if mesh.tracer is not None:
-                    mesh.tracer.sent(destination=subject, headers=headers, operation="tell")
+                    mesh.tracer.sent(destination=self.subject, headers=headers, operation="tell")
                 mesh.check_size(payload, headers, limit=limit)
                 token, fut = await mesh._send(subject, payload, headers, timeout)
                 pending.append((payload, headers, token, fut))
@@ -182,6 +242,10 @@ class ActorRef(Generic[A]):
                     await settle_one()
             while pending:
                 await settle_one()
+        except NoSuchActorType as exc:
+            if priority != "normal":
+                await self._priorities_off(exc, priority, subject)
+            raise
         finally:
             for _, _, token, _ in pending:
                 mesh._acks.discard(token)
@@ -198,6 +262,7 @@ class ActorRef(Generic[A]):
         headers: dict[str, str] | None = ...,
         breaker: Breaker | None = ...,
         retry: RetryPolicy | None = ...,
+        priority: Priority = ...,
     ) -> R: ...
     @overload
     async def ask(
@@ -210,6 +275,7 @@ class ActorRef(Generic[A]):
         headers: dict[str, str] | None = ...,
         breaker: Breaker | None = ...,
         retry: RetryPolicy | None = ...,
+        priority: Priority = ...,
     ) -> Any: ...
     async def ask(
         self,
@@ -221,6 +287,7 @@ class ActorRef(Generic[A]):
         headers: dict[str, str] | None = None,
         breaker: Breaker | None = None,
         retry: RetryPolicy | None = None,
+        priority: Priority = "normal",
     ) -> Any:
         """Send `msg` and await the handler's reply, decoded to its return annotation.
 
@@ -234,7 +301,7 @@ class ActorRef(Generic[A]):
         errors) are tried again per the policy. Each attempt is a new message with
         its own deadline and reply inbox (a repeated message id would be dropped as
         a duplicate of the first attempt, whose reply nobody waits for); an earlier
-        attempt that is still queued expires unrun.
+        attempt that is still queued expires unrun. `priority` is as for `tell`.
         """
         if breaker is not None or retry is not None:
             ids = [msg_id]
@@ -248,6 +315,7 @@ class ActorRef(Generic[A]):
                     reply_type=reply_type,
                     msg_id=attempt_id,
                     headers=headers,
+                    priority=priority,
                 )
 
             async def guarded() -> Any:
@@ -270,15 +338,26 @@ class ActorRef(Generic[A]):
             timeout = min(timeout, left)
         hdrs = self._headers(msg_id, headers, dedupe=False)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
+        subject = self._subject_for(priority, hdrs)
         with self._producer_span(hdrs, "ask"):
-            return await self._ask(msg, hdrs, timeout, target)
+            try:
+                return await self._ask(msg, hdrs, timeout, target, subject)
+            except NoSuchActorType as exc:
+                if priority != "normal":
+                    await self._priorities_off(exc, priority, subject)
+                raise
 
     async def _ask(
-        self, msg: Message | bytes, hdrs: dict[str, str], timeout: float, target: Any
+        self,
+        msg: Message | bytes,
+        hdrs: dict[str, str],
+        timeout: float,
+        target: Any,
+        subject: str,
     ) -> Any:
         try:
             reply = await self.mesh.request(
-                self.subject,
+                subject,
                 self._encode(msg),
                 headers=hdrs,
                 timeout=timeout,

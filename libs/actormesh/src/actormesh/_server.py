@@ -23,7 +23,10 @@ __all__ = ["NatsServer", "ServerConfig", "find_nats_server"]
 
 _LISTEN = re.compile(rb"Listening for client connections on (\S+):(\d+)")
 _HTTP = re.compile(rb"Starting http monitor on (\S+):(\d+)")
+_ROUTES = re.compile(rb"Listening for route connections on (\S+):(\d+)")
 _READY = b"Server is ready"
+_META_LEADER = re.compile(rb"JetStream cluster new metadata leader: ([^/\s]+)")
+_SELF_META_LEADER = b"Self is new JetStream cluster metadata leader"
 
 
 def find_nats_server() -> str:
@@ -59,6 +62,17 @@ class ServerConfig:
     #: Run with this config file instead of a generated one (host and port still
     #: come from `host` and `port`).
     config_file: Path | None = None
+    #: Clustering (all four stay unset for a single server). JetStream in a cluster
+    #: needs every node named, the same `cluster_name`, and a listen port for routes.
+    server_name: str | None = None
+    cluster_name: str | None = None
+    #: The route listen port; None: not clustered, 0: a random one (read back from
+    #: `NatsServer.cluster_port`; give a fixed one when other nodes route to it).
+    cluster_port: int | None = None
+    #: The other nodes' route URLs, e.g. ``nats-route://127.0.0.1:6223``.
+    routes: tuple[str, ...] = ()
+    #: Server tags, for JetStream placement (`placement_tags`).
+    server_tags: tuple[str, ...] = ()
 
 
 class NatsServer:
@@ -76,6 +90,10 @@ class NatsServer:
         self._log_task: asyncio.Task[None] | None = None
         self.port: int = self.config.port
         self.http_port: int | None = None
+        self.cluster_port: int | None = self.config.cluster_port
+        #: The JetStream metadata leader this node last logged (clustered only):
+        #: a hint for diagnostics; a node does not log losing its leader.
+        self.meta_leader: str | None = None
         self.log_lines: list[str] = []
 
     @property
@@ -112,8 +130,28 @@ class NatsServer:
         ]
         if self.config.http_port is not None:
             lines.append(f"http_port: {self.config.http_port if self.config.http_port else -1}")
+        lines += self._cluster_lines()
         conf.write_text("\n".join(line for line in lines if line) + "\n")
         return conf
+
+    def _cluster_lines(self) -> list[str]:
+        c = self.config
+        lines = [f'server_name: "{c.server_name}"'] if c.server_name else []
+        if c.server_tags:
+            lines.append("server_tags: [" + ", ".join(f'"{t}"' for t in c.server_tags) + "]")
+        if c.cluster_port is None:
+            return lines
+        # A restart keeps the port it had (routes from the other nodes point at it).
+        port = self.cluster_port if self.cluster_port else -1
+        routes = ", ".join(f'"{r}"' for r in c.routes)
+        return [
+            *lines,
+            "cluster {",
+            f'  name: "{c.cluster_name or "actormesh"}"',
+            f'  listen: "{c.host}:{port}"',
+            f"  routes: [{routes}]",
+            "}",
+        ]
 
     async def start(self, *, timeout: float = 20.0) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -126,6 +164,7 @@ class NatsServer:
             conf = self._write_config()
             args = list(self.config.extra_args)
         self.log_lines = []
+        self.meta_leader = None
         self._proc = await asyncio.create_subprocess_exec(
             self.binary,
             "-c",
@@ -149,18 +188,35 @@ class NatsServer:
     async def _read_log(self, ready: asyncio.Future[None]) -> None:
         if self._proc is None or self._proc.stderr is None:
             raise ActorMeshError("nats-server was not started with its log on a pipe")
+        # Clustered, the route listener opens after "Server is ready": wait for it
+        # too, so a taken cluster port fails the start instead of a later request.
+        need = {_READY, b"routes"} if self.config.cluster_port is not None else {_READY}
         async for raw in self._proc.stderr:
             self.log_lines.append(raw.decode(errors="replace").rstrip())
             if len(self.log_lines) > 2000:
                 del self.log_lines[:1000]
-            if m := _LISTEN.search(raw):
-                self.port = int(m.group(2))
-            elif m := _HTTP.search(raw):
-                self.http_port = int(m.group(2))
-            elif _READY in raw and not ready.done():
+            need.discard(self._parse_line(raw))
+            if not need and not ready.done():
                 ready.set_result(None)
         if not ready.done():
             ready.set_exception(ActorMeshError("nats-server exited before it was ready"))
+
+    def _parse_line(self, raw: bytes) -> bytes:
+        """Read what a log line tells; returns which readiness mark it is, if any."""
+        if m := _LISTEN.search(raw):
+            self.port = int(m.group(2))
+        elif m := _HTTP.search(raw):
+            self.http_port = int(m.group(2))
+        elif m := _ROUTES.search(raw):
+            self.cluster_port = int(m.group(2))
+            return b"routes"
+        elif m := _META_LEADER.search(raw):
+            self.meta_leader = m.group(1).decode()
+        elif _SELF_META_LEADER in raw:
+            self.meta_leader = self.config.server_name
+        elif _READY in raw:
+            return _READY
+        return b""
 
     async def stop(self, *, kill: bool = False, timeout: float = 10.0) -> None:
         """Stop the server: SIGTERM (graceful) or SIGKILL (a crash)."""
@@ -180,6 +236,15 @@ class NatsServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._log_task, 2)
             self._log_task = None
+
+    async def wait_exit(self) -> int | None:
+        """Wait for the process to end: its exit code if it died on its own (a crash,
+        a kill from outside), None if `stop()` ended it or none was running."""
+        proc = self._proc
+        if proc is None:
+            return None
+        code = await proc.wait()
+        return code if self._proc is proc else None
 
     async def restart(self, *, kill: bool = True) -> None:
         """Crash (or stop) and start again on the same port and store."""

@@ -21,9 +21,11 @@ back after later messages of its key were applied, and when two workers
 (wrongly) share one key. The set stays small: a message only needs listing
 until the server has its ack, so each commit drops the messages whose acks were
 sent before the previous commit was published (that commit's PubAck proves the
-server read them: one connection, read in order), and what fell under the
-consumer's ack floor (`StateStore.floor_loop` reads it every second; it covers
-another worker's messages). What stays are messages applied by a worker that
+server read them: one connection, read in order; not so on a replicated
+mailbox, where the consumer's leader may die before it replicates an ack the
+server took), and what fell under the consumer's ack floor
+(`StateStore.floor_loop` reads it every second; it covers another worker's
+messages). What stays are messages applied by a worker that
 died before acking them, until they come back. The set is capped at
 `APPLIED_MAX` entries (the oldest go first).
 """
@@ -37,11 +39,12 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js.api import KeyValueConfig, StorageType
 
 from ._buckets import key_value
-from ._errors import ActorMeshError, StateConflict
+from ._errors import ActorMeshError, BrokerUnavailable, StateConflict
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -176,15 +179,23 @@ class StateStore:
         self.loads = 0
         self.commits = 0
         self.conflicts = 0
+        #: Whether a commit's PubAck confirms the acks sent before it (one server).
+        self._confirms = True
 
     async def ensure(self) -> None:
-        """Create the bucket (replicas and storage as the mailbox's) or bind to it."""
-        storage = StorageType.MEMORY if self._mailbox.storage == "memory" else StorageType.FILE
+        """Create the bucket (replicas, placement and storage as the mailbox's, else
+        the mesh's) or bind to it."""
+        from ._mailbox import placement
+
+        mailbox = self._mesh.replication.mailbox(self._mailbox)
+        self._confirms = (mailbox.replicas or 1) == 1
+        storage = StorageType.MEMORY if mailbox.storage == "memory" else StorageType.FILE
         config = KeyValueConfig(
             bucket=self.bucket,
             history=1,
             storage=storage,
-            replicas=self._mailbox.replicas,
+            replicas=mailbox.replicas or 1,
+            placement=placement(mailbox.placement_tags),
             description=f"actormesh: durable state of {self.actor_type}",
         )
         self._kv = await key_value(self._mesh.js, config)
@@ -199,7 +210,7 @@ class StateStore:
             raise ActorMeshError(f"state bucket {self.bucket} used before ensure()")
         self.loads += 1
         try:
-            entry = await kv.get(kv_key(key))
+            entry = await self._get(kv, kv_key(key))
         except nats.js.errors.KeyNotFoundError as exc:
             # Deleted or purged: the marker's revision is what a write must expect.
             marker = getattr(exc, "entry", None)
@@ -210,6 +221,27 @@ class StateStore:
         raw = bytes(envelope.state)
         state = self._decoder.decode(raw)
         return state, StateSlot(entry.revision or 0, envelope.floor, envelope.applied, raw)
+
+    async def _get(self, kv: KeyValue, key: str) -> Any:
+        """`kv.get(key)`, tried again while the bucket has no leader (a cluster's
+        election) for up to the mesh's publish timeout; then `BrokerUnavailable`
+        (which the worker answers with a redelivery, not as the key's failure)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._mesh.publish_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await kv.get(key)
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.js.errors.ServiceUnavailableError) as exc:  # fmt: skip
+                if loop.time() + delay >= deadline:
+                    raise BrokerUnavailable(
+                        f"cannot read the state of {key!r} from {self.bucket}: {exc!r}",
+                        reason="no_responders",
+                        subject=f"$KV.{self.bucket}.{key}",
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def changed(self, slot: StateSlot, state: Any) -> bytes | None:
         """The state's encoding if it differs from what the slot holds, else None."""
@@ -231,7 +263,10 @@ class StateStore:
         floor = max(slot.floor, self.ack_floor)
         reconnects = self._mesh.nc.stats["reconnects"]
         # A message whose ack the server has will not come back: it need not be listed.
-        gone = set(slot.confirmed) if slot.reconnects == reconnects else set()
+        # Not on a replicated mailbox: there the PubAck proves only that our server read
+        # the ack, and a consumer leader that dies before replicating it redelivers.
+        confirmed = self._confirms and slot.reconnects == reconnects
+        gone = set(slot.confirmed) if confirmed else set()
         applied = [s for s in slot.applied if s > floor and s not in gone]
         applied.extend(s for s in seqs if s > floor)
         if len(applied) > APPLIED_MAX:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import ConfigError
 
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEYLESS",
+    "LEVELS",
+    "Priority",
     "Subjects",
     "check_actor_type",
     "check_key",
@@ -23,6 +25,11 @@ __all__ = [
 
 #: The key token of keyless actors' messages.
 KEYLESS = "_"
+
+#: A message's priority (`tell(..., priority=...)`; see `actormesh._worker._priority`).
+Priority = Literal["high", "normal", "low"]
+#: The levels, highest first: a worker serves them in this order.
+LEVELS: tuple[Priority, ...] = ("high", "normal", "low")
 
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@=+]{1,128}$")
@@ -64,11 +71,24 @@ class Subjects:
         """The mailbox subject up to and including the dot before the key."""
         return f"{self.prefix}.mbox.{actor_type}."
 
+    def priority_mailbox(self, actor_type: str, level: str, key: str = KEYLESS) -> str:
+        """Where a message of priority `level` ("high", "low") goes:
+        `<prefix>.mbox.<type>.<level>.<key>` (normal ones keep `mailbox`'s subject)."""
+        return f"{self.prefix}.mbox.{actor_type}.{level}.{key}"
+
+    def priority_base(self, actor_type: str, level: str) -> str:
+        """`priority_mailbox` up to and including the dot before the key."""
+        return f"{self.prefix}.mbox.{actor_type}.{level}."
+
     def mailbox_stream(self, actor_type: str) -> str:
         return f"{self.prefix}_MBOX_{actor_type}".upper().replace("-", "_")
 
-    def consumer(self, actor_type: str, partition: int | None = None) -> str:
+    def consumer(self, actor_type: str, partition: int | None = None, level: str = "normal") -> str:
+        """The durable consumer of a mailbox (of a partition, or of a priority level
+        other than normal: `<type>_high`, `<type>_low`)."""
         name = actor_type.replace("-", "_")
+        if level != "normal":
+            return f"{name}_{level}"
         return name if partition is None else f"{name}_p{partition}"
 
     def partition_base(self, actor_type: str, partition: int) -> str:
@@ -98,10 +118,35 @@ class Subjects:
         return f"{self.prefix}.svc.{actor_type}.{handler}"
 
     def control(self, worker: str) -> str:
+        """A worker's control subject by id alone (kept for older senders)."""
         return f"{self.prefix}.sys.ctl.{worker}"
+
+    def control_of(self, actor_type: str, worker: str) -> str:
+        """A worker's control subject under its type: a broker can let only the type's
+        user answer it (`actormesh authz`); a worker listens on both."""
+        return f"{self.prefix}.sys.ctl.{actor_type}.{worker}"
 
     def event(self, kind: str) -> str:
         return f"{self.prefix}.sys.evt.{kind}"
+
+    # A supervision tree across hosts: each host supervisor heartbeats its tree to the
+    # root, escalates to it, and takes the root's orders on its own control subject.
+    def tree_heartbeat(self, host: str) -> str:
+        return f"{self.prefix}.sys.tree.hb.{host}"
+
+    @property
+    def tree_heartbeat_all(self) -> str:
+        return f"{self.prefix}.sys.tree.hb.*"
+
+    def tree_escalation(self, host: str) -> str:
+        return f"{self.prefix}.sys.tree.esc.{host}"
+
+    @property
+    def tree_escalation_all(self) -> str:
+        return f"{self.prefix}.sys.tree.esc.*"
+
+    def tree_control(self, host: str) -> str:
+        return f"{self.prefix}.sys.tree.ctl.{host}"
 
     @property
     def events_stream(self) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "HealthReport",
     "Heartbeat",
     "Hdr",
+    "InstanceInfo",
     "Message",
     "ToolStats",
     "WorkerStats",
@@ -44,6 +45,8 @@ class Hdr:
     WORKER = "Am-Worker"
     ORIGINAL_SUBJECT = "Am-Original-Subject"
     ORIGINAL_SEQ = "Am-Original-Seq"
+    #: The sender's `Nats-Msg-Id` (a dead letter's own is `<stream>:<seq>`).
+    ORIGINAL_MSG_ID = "Am-Original-Msg-Id"
     DEAD_AT = "Am-Dead-At"
     #: Who sends: an actor type, or an external principal (an MCP client). Tool
     #: handlers admit a message only with a grant for it. Taken on trust unless the
@@ -57,6 +60,9 @@ class Hdr:
     #: Where a tool call's progress events go: an inbox of the original caller,
     #: carried on to the calls its handler makes.
     PROGRESS_TO = "Am-Progress-To"
+    #: A message's priority as its sender marked it ("high", "low"; absent: normal).
+    #: The subject it was sent to is what the worker goes by (`actormesh._worker._priority`).
+    PRIORITY = "Am-Priority"
 
 
 class Message(msgspec.Struct, tag_field="type", tag=True, forbid_unknown_fields=True):
@@ -143,8 +149,15 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     passivated: int = 0
     #: Keys parked now for failing past their restart intensity.
     parked: int = 0
+    #: The mailbox consumer is paused on the server (`actormesh pause`): messages
+    #: wait in the mailbox; `status` stays `running`.
+    paused: bool = False
     #: Per tool this worker serves, since it started (only with metrics on).
     tools: list[ToolStats] = []
+    #: Handler time (seconds), median and 99th percentile, of the messages finished
+    #: since the previous heartbeat (at most the last 4,096 of them); 0 when none.
+    handler_p50: float = 0.0
+    handler_p99: float = 0.0
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -181,6 +194,17 @@ class WorkerStats(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keyed: bool = False
     passivated: int = 0
     parked: int = 0
+    #: See `Heartbeat.paused`.
+    paused: bool = False
+
+
+class InstanceInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One actor instance of a worker, in a control reply."""
+
+    key: str
+    #: active (live in the worker) | passivated (stopped; its durable state is kept
+    #: and the next message to the key activates it again)
+    state: str
 
 
 class ComponentHealth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -206,6 +230,8 @@ class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     op: str
     grace: float | None = None
+    #: The actor key, for `passivate`.
+    key: str = ""
 
 
 class ControlReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -214,3 +240,5 @@ class ControlReply(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error: str = ""
     stats: WorkerStats | None = None
     health: HealthReport | None = None
+    #: `instances` and `passivate`: the instances concerned and their lifecycle state.
+    instances: list[InstanceInfo] = []

@@ -21,6 +21,12 @@ What is here:
   messages), `release_parked` (the key's parked messages back to its
   mailbox), `parked_stream` (the stream holding them), `KeyParked` (the
   error asks to a parked key get).
+- Lifecycle control: `pause_actor_type`, `resume_actor_type`, `pause_state`
+  (`PauseState`: JetStream consumer pause of a type's mailbox),
+  `passivate_instance` (stop one actor instance now), `list_instances`
+  (`InstanceInfo`: a worker's instances and their state), `type_workers`
+  (the workers of a type heard heartbeating), and their errors `NotPausable`,
+  `WorkerUnreachable`.
 - The mesh file: `load_meshfile`, `MeshFile` and its sections (`MeshSection`,
   `BrokerSection`, `SupervisorSection`, `GroupSpec`, `ChildSpec`).
 - The process edge: `Settings` (the environment, read once),
@@ -36,6 +42,17 @@ Importing this module loads neither `actormesh.patterns` nor
 """
 
 from ._dlq import DeadLetterNotFound, DeadLetters
+from ._lifecycle import (
+    NotPausable,
+    PauseState,
+    WorkerUnreachable,
+    list_instances,
+    passivate_instance,
+    pause_actor_type,
+    pause_state,
+    resume_actor_type,
+    type_workers,
+)
 from ._logging import configure_logging
 from ._mailbox import consumer_config, ensure_mailbox, ensure_system_streams, mailbox_stream_config
 from ._meshfile import (
@@ -50,7 +67,15 @@ from ._meshfile import load as load_meshfile
 from ._retry import BudgetExhausted, RetryBudget, RetryExhausted, retry
 from ._settings import Settings
 from ._subjects import KEYLESS, Subjects, check_actor_type, check_key
-from ._wire import ComponentHealth, ControlReply, ControlRequest, Hdr, HealthReport, WorkerStats
+from ._wire import (
+    ComponentHealth,
+    ControlReply,
+    ControlRequest,
+    Hdr,
+    HealthReport,
+    InstanceInfo,
+    WorkerStats,
+)
 from ._worker._containment import KeyParked, list_parked, parked_stream, release_parked
 
 __all__ = [
@@ -66,25 +91,35 @@ __all__ = [
     "GroupSpec",
     "Hdr",
     "HealthReport",
+    "InstanceInfo",
     "KeyParked",
     "MeshFile",
     "MeshSection",
+    "NotPausable",
+    "PauseState",
     "RetryBudget",
     "RetryExhausted",
     "Settings",
     "Subjects",
     "SupervisorSection",
     "WorkerStats",
+    "WorkerUnreachable",
     "check_actor_type",
     "check_key",
     "configure_logging",
     "consumer_config",
     "ensure_mailbox",
     "ensure_system_streams",
+    "list_instances",
     "list_parked",
     "load_meshfile",
     "mailbox_stream_config",
     "parked_stream",
+    "passivate_instance",
+    "pause_actor_type",
+    "pause_state",
     "release_parked",
+    "resume_actor_type",
     "retry",
+    "type_workers",
 ]

@@ -235,6 +235,10 @@ class ProcessBackend(Backend):
             ACTORMESH_WORKER_ID=slot.worker_id,
             ACTORMESH_SUPERVISOR_CHILD=child.name,
         )
+        # The mesh-wide replication of mesh.toml, unless the environment sets its own.
+        mesh = self.options.meshfile.mesh
+        env.setdefault("ACTORMESH_REPLICAS", str(mesh.replicas))
+        env.setdefault("ACTORMESH_PLACEMENT_TAGS", ",".join(mesh.placement_tags))
         return env
 
     # -- lifecycle -------------------------------------------------------------------

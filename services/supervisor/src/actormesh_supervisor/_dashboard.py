@@ -33,7 +33,10 @@ from actormesh.lowlevel import (
 
 from ._auth import COOKIE, Auth
 from ._errors import SupervisorError
+from ._lifecycle import PROBES, Lifecycle
 from ._metrics import metrics_registry, render
+from ._search import SearchError, SearchQuery, search
+from ._series import CAPACITY, SeriesStore
 from ._snapshot import snapshot
 from ._supervisor import Supervisor
 from ._timeline import TimelineEntry
@@ -43,13 +46,18 @@ __all__ = ["Dashboard"]
 log = logging.getLogger("actormesh.supervisor.dashboard")
 
 _to_builtins = msgspec.to_builtins
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+_STATIC = {
+    "app.js": "text/javascript", "app.css": "text/css", "lifecycle.js": "text/javascript",
+    "charts.js": "text/javascript", "search.js": "text/javascript",
+    "traces.js": "text/javascript", "charts.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript", "vendor/uPlot.min.css": "text/css",
+}  # fmt: skip
 # Everything the page loads comes from here; nothing inline, nothing remote.
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-_PUBLIC = frozenset({"/", "/healthz", "/api/session", "/api/login", "/favicon.ico"})
+_PUBLIC = frozenset({"/", "/healthz", "/api/session", "/api/login", "/favicon.ico", *PROBES})
 
 _APPROVAL_STATES: dict[str, Literal["pending", "approved", "rejected", "expired"]] = {
     "pending": "pending", "approved": "approved", "rejected": "rejected", "expired": "expired",
@@ -109,6 +117,9 @@ class Dashboard:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        #: The charts' last 15 minutes (bounded: see `_series.py`).
+        self.series = SeriesStore()
+        self._sampler: asyncio.Task[None] | None = None
         self.app = self._build()
 
     def _build(self) -> web.Application:
@@ -117,7 +128,7 @@ class Dashboard:
         app[_AUTH] = self.auth
         r = app.router
         r.add_get("/", self._index)
-        r.add_get("/static/{name}", self._static)
+        r.add_get("/static/{name:(?:vendor/)?[A-Za-z0-9_.-]+}", self._static)
         r.add_get("/healthz", self._healthz)
         r.add_get("/metrics", self._metrics)
         r.add_get("/api/session", self._session)
@@ -136,8 +147,11 @@ class Dashboard:
         r.add_post("/api/workers/{worker}/restart", self._worker_restart)
         r.add_post("/api/workers/{worker}/drain", self._worker_drain)
         r.add_post("/api/groups/{group}/restart", self._group_restart)
+        r.add_get("/api/series", self._series)
+        r.add_get("/api/search", self._search)
         r.add_get("/api/approvals", self._approvals_list)
         r.add_post("/api/approvals/{id:[A-Za-z0-9_=.-]+}/{decision:approve|reject}", self._decide)
+        Lifecycle(self.sup).add_routes(r)  # pause/resume, stop an instance, probes
         self._registry = metrics_registry(self.sup)
         return app
 
@@ -154,10 +168,25 @@ class Dashboard:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.port = port
         self.url = f"http://{host}:{port}/"
+        self._sampler = asyncio.create_task(self._sample_loop(), name="dashboard-series")
         return self.url
+
+    async def _sample_loop(self) -> None:
+        """One chart point a second, on the second (wall clock)."""
+        while True:
+            await asyncio.sleep(1.0 - time.time() % 1.0)
+            try:
+                self.series.sample(self.sup, time.time(), time.monotonic())
+            except Exception:
+                log.exception("sampling the chart series failed")
 
     async def stop(self) -> None:
         self._closing.set()
+        if self._sampler is not None:
+            sampler, self._sampler = self._sampler, None
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
@@ -295,6 +324,29 @@ class Dashboard:
         except ActorMeshError as exc:
             return _error(404, str(exc))
         return _json(_to_builtins(item))
+
+    async def _series(self, request: web.Request) -> web.Response:
+        """The charts' series: `?seconds=` (up to 900) and `?actor_type=` narrow them."""
+        seconds = _int(request.query.get("seconds"), CAPACITY, 1, CAPACITY)
+        actor_type = request.query.get("actor_type", "")
+        return _json(self.series.view(seconds=seconds, actor_type=actor_type))
+
+    async def _search(self, request: web.Request) -> web.Response:
+        """Peek into a mailbox or the dead letters (read-only: see `_search.py`):
+        `?where=mailbox|dlq&actor_type=...&by=key|id|seq&q=...&limit=...`."""
+        q = request.query
+        query = SearchQuery(
+            where=q.get("where", "mailbox"),  # type: ignore[arg-type]  # checked in search
+            by=q.get("by", "key"),  # type: ignore[arg-type]
+            value=q.get("q", ""),
+            actor_type=q.get("actor_type", ""),
+            limit=_int(q.get("limit"), 20, 1, 100),
+        )
+        try:
+            result = await search(self._mesh().js, self._mesh().subjects, query)
+        except SearchError as exc:
+            return _error(exc.status, exc.message)
+        return _json(_to_builtins(result))
 
     # -- actions -------------------------------------------------------------------------
 

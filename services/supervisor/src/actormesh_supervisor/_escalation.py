@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import msgspec
@@ -51,6 +52,9 @@ class Escalator:
         self.timeline = timeline
         self.tasks = tasks
         self._http: aiohttp.ClientSession | None = None
+        #: Told of every escalation after it is recorded (a host supervisor's tree
+        #: agent hands it to the root); an exception is logged, never raised.
+        self.hooks: list[Callable[[Event], Awaitable[None]]] = []
 
     async def group_failed(self, group: GroupRuntime, slot: Slot, f: Failure) -> None:
         """`group` went over its intensity: mark it (and its dead slots) failed."""
@@ -105,6 +109,13 @@ class Escalator:
         await self._to_parent(evt)
         if self.state.sup.webhook:
             self.tasks.spawn(self._post_webhook(evt), "webhook")
+        for hook in self.hooks:
+            try:
+                await hook(evt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("escalation hook %r failed", hook)
 
     async def _to_parent(self, evt: Event) -> None:
         parent, mesh = self.state.sup.parent_prefix, self.state.mesh

@@ -4,7 +4,8 @@ A consumer stalls silently when its pulls are lost, or its handlers hang while
 the worker's heartbeat task keeps ticking: heartbeats look healthy, messages
 pile up. We call it stalled when the mailbox has messages for the consumer but
 neither its ack floor nor the handled counters of the type's workers have moved
-for `stall_after` seconds while at least one of those workers heartbeats.
+for `stall_after` seconds while at least one of those workers heartbeats. A
+paused consumer (`actormesh pause`) holds its messages on purpose: never a stall.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class MailboxView:
     exists: bool = False
     error: str = ""
     stalled: bool = False
+    #: Its consumer (any partition's) is paused on the server: messages wait.
+    paused: bool = False
     #: Seconds without progress while messages waited (0 when progressing).
     stalled_for: float = 0.0
     _progress: tuple[int, int] = (-1, -1)
@@ -111,10 +114,11 @@ class MailboxMonitor:
         view.redelivered = sum(c.num_redelivered or 0 for c in consumers)
         # A progress signal for stall detection: it moves when any partition acks.
         view.ack_floor = sum(c.ack_floor.stream_seq for c in consumers if c.ack_floor)
+        view.paused = any(getattr(c, "paused", False) for c in consumers)
 
     def _track(self, view: MailboxView, progress: int, live: bool, now: float) -> None:
         key = (view.ack_floor, progress)
-        if key != view._progress or view.backlog == 0 or not live or not view.exists:
+        if key != view._progress or view.backlog == 0 or not live or not view.exists or view.paused:
             view._progress = key
             view._progress_at = now
             view.stalled = False

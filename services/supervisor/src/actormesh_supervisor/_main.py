@@ -95,10 +95,20 @@ async def serve(options: SupervisorOptions) -> int:
         return 1
     if service.url:
         print(f"actormesh-supervisor: dashboard {service.url}", flush=True)
-    await stop.wait()
+    await _first(stop.wait(), service.exit_requested.wait())
     log.info("stopping: draining the workers")
     await service.stop()
-    return 0
+    return service.exit_code
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of `waits` is done (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:

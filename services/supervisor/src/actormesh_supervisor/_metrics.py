@@ -110,6 +110,7 @@ class _SupervisorCollector(Collector):
             "redelivered": "Messages redelivered at least once",
             "dead_letters": "Dead letters of the actor type",
             "stalled": "1 while the consumer is stalled",
+            "paused": "1 while the consumer is paused (actormesh pause)",
         }
         families = {
             k: GaugeMetricFamily(f"{_NS}_mailbox_{k}", doc, labels=["actor_type"])

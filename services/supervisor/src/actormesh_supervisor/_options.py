@@ -16,6 +16,7 @@ from actormesh.lowlevel import GroupSpec, MeshFile, Subjects, SupervisorSection
 
 from ._errors import SupervisorConfigError
 from ._split import check_child_split
+from ._tree import check_tree
 
 __all__ = ["BackendName", "SupervisorOptions", "is_loopback"]
 
@@ -56,6 +57,7 @@ class SupervisorOptions:
         Subjects(self.prefix)  # validates the prefix
         _check_supervisor(self.meshfile.supervisor)
         _check_groups(self.meshfile.groups)
+        check_tree(self.meshfile.supervisor, self.meshfile.groups)
 
     @property
     def source(self) -> str:
@@ -80,6 +82,21 @@ def _check_supervisor(sup: SupervisorSection) -> None:
         raise SupervisorConfigError(f"supervisor.name {sup.name!r}: use letters, digits, _ and -")
     if sup.parent_prefix:
         Subjects(sup.parent_prefix)
+    _check_trace_url(sup.trace_url)
+
+
+def _check_trace_url(url: str) -> None:
+    """A trace-UI template: http(s), with exactly the `{trace_id}` placeholder."""
+    if not url:
+        return
+    if not url.startswith(("http://", "https://")) or "{trace_id}" not in url:
+        raise SupervisorConfigError(
+            f"supervisor.trace_url {url!r}: give an http(s) URL with {{trace_id}} in it"
+        )
+    if url.replace("{trace_id}", "").count("{") or url.replace("{trace_id}", "").count("}"):
+        raise SupervisorConfigError(
+            f"supervisor.trace_url {url!r}: {{trace_id}} is the only placeholder"
+        )
 
 
 def _check_groups(groups: list[GroupSpec]) -> None:

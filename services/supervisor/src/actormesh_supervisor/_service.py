@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -9,6 +10,7 @@ from ._auth import Auth
 from ._dashboard import Dashboard
 from ._options import SupervisorOptions, is_loopback
 from ._supervisor import Supervisor
+from ._tree import TreeRole
 
 __all__ = ["Service"]
 
@@ -30,6 +32,25 @@ class Service:
                 self.supervisor, host=sup.dashboard_host, port=sup.dashboard_port, auth=auth
             )
         self.url = ""
+        #: Set when the service itself wants the process to end (a root that
+        #: escalated, a host its root stopped), with the exit code to end with.
+        self.exit_requested = asyncio.Event()
+        self.exit_code = 0
+        self.tree: TreeRole | None = None
+        if sup.role == "host":
+            from ._host import HostAgent
+
+            self.tree = HostAgent(self.supervisor, request_exit=self.request_exit,
+                                  dashboard=lambda: self.url)  # fmt: skip
+        elif sup.role == "root":
+            from ._root import Root
+
+            self.tree = Root(self.supervisor, request_exit=self.request_exit)
+        self.supervisor.tree = self.tree
+
+    def request_exit(self, code: int) -> None:
+        self.exit_code = code
+        self.exit_requested.set()
 
     @property
     def url_file(self) -> str:
@@ -44,11 +65,15 @@ class Service:
                 _write(self.url_file, self.url + "\n")
                 log.info("dashboard at %s", self.url)
             await self.supervisor.start()
+            if self.tree is not None:
+                await self.tree.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.tree is not None:
+            await self.tree.stop()
         await self.supervisor.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()

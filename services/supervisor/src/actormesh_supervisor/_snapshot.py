@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ._lifecycle import lifecycle_of
 from ._supervisor import Supervisor
 from ._tools import tool_rows
 from ._views import Slot, WorkerView
@@ -67,6 +68,9 @@ def _worker(sup: Supervisor, worker_id: str, slot: Slot | None, now: float) -> d
         "instances": hb.instances if hb else 0,
         "passivated": hb.passivated if hb else 0,
         "parked": hb.parked if hb else 0,
+        # Lifecycle: starting, running, paused (its type's consumer), draining, stopped.
+        "paused": hb.paused if hb else False,
+        "lifecycle": lifecycle_of(hb.status, hb.paused) if hb else "",
         # The other workers this one splits its keys with ([] when none).
         "split_with": [w for w in split.workers if w != worker_id] if split else [],
     }
@@ -123,6 +127,7 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
                     "dead_letters": m.dead_letters,
                     "consumers": m.consumers,
                     "stalled": m.stalled,
+                    "paused": m.paused,
                     "stalled_for": round(m.stalled_for, 1),
                     "error": m.error,
                 }
@@ -161,6 +166,8 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
             "started_at": sup.started_at,
             "connected": bool(sup.mesh is not None and sup.mesh.connected),
             "heartbeats": sup.heartbeats,
+            # The dashboard turns trace ids into links with it ("" for none).
+            "trace_url": s.trace_url,
             "now": time.time(),
         },
         "counts": counts,
@@ -169,6 +176,7 @@ def snapshot(sup: Supervisor) -> dict[str, Any]:
         "mailboxes": mailboxes,
         "splits": splits,
         "tools": tool_rows(sup),
+        "tree": sup.tree.view() if sup.tree is not None else None,
     }
 
 

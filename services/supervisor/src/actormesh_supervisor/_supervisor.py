@@ -19,6 +19,7 @@ the roles that act on it, each in its own module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -43,6 +44,7 @@ from ._split import SplitWatch
 from ._state import GroupRuntime, SupervisorState
 from ._tasks import STOP_STEP, TaskSet, bounded, cancel_all
 from ._timeline import TIMELINE, Timeline, TimelineEntry
+from ._tree import TreeRole
 from ._views import Slot
 
 __all__ = ["GroupRuntime", "Supervisor", "TimelineEntry", "make_backend"]
@@ -84,6 +86,8 @@ class Supervisor(SupervisorState):
         self._loops: list[asyncio.Task[Any]] = []
         self._subs: list[Any] = []
         self.started_at = time.time()
+        #: Its part in a supervision tree across hosts (None when standalone).
+        self.tree: TreeRole | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -96,7 +100,13 @@ class Supervisor(SupervisorState):
         self.mesh = mesh = await Mesh.connect(
             o.nats_url, prefix=o.prefix, name=f"supervisor-{self.sup.name}", **options
         )
-        await ensure_system_streams(mesh.js, self.subjects)
+        mesh.replication = replication = o.meshfile.mesh.replication()
+        await ensure_system_streams(
+            mesh.js,
+            self.subjects,
+            replicas=replication.replicas,
+            placement_tags=replication.placement_tags,
+        )
         # The mesh file's grants (idempotent: only adds), so a deployment without
         # `actormesh up` (compose) gets them too.
         for grant in o.meshfile.grants:
@@ -239,14 +249,29 @@ class Supervisor(SupervisorState):
             slot.drain_requested = False
         return reply
 
+    async def _request_first(self, subjects: list[str], data: bytes) -> Any:
+        from nats.errors import NoRespondersError
+
+        if self.mesh is None:
+            raise SupervisorError("not connected")
+        for subject in subjects[:-1]:
+            with contextlib.suppress(NoRespondersError):
+                return await self.mesh.nc.request(subject, data, timeout=2.0)
+        return await self.mesh.nc.request(subjects[-1], data, timeout=2.0)
+
     async def control(self, worker_id: str, request: ControlRequest) -> ControlReply:
         """Send a control request (drain, stop, stats) to any worker."""
         if self.mesh is None:
             raise SupervisorError("not connected")
+        # Under its type where its heartbeat names it (a broker with users lets only
+        # that type's user answer there); a worker that does not listen there (older)
+        # gets the id-only subject.
+        view = self.views.get(worker_id)
+        subjects = [self.subjects.control(worker_id)]
+        if view is not None:
+            subjects.insert(0, self.subjects.control_of(view.hb.actor_type, worker_id))
         try:
-            msg = await self.mesh.nc.request(
-                self.subjects.control(worker_id), _encode(request), timeout=2.0
-            )
+            msg = await self._request_first(subjects, _encode(request))
         except Exception as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise

@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
 
-from .._buckets import key_value
+from .._buckets import bucket_replication, key_value
 from .._errors import ActorMeshError, ToolRejected
 from .._state import kv_key
 from .._subjects import stream_seq_of
@@ -145,6 +145,7 @@ class Approvals:
                 history=1,
                 ttl=RETENTION,
                 description="actormesh: tool approvals",
+                **bucket_replication(self._mesh),
             )
             self._kv = await key_value(self._mesh.js, config)
         return self._kv

@@ -1,8 +1,13 @@
 """The broker's authorization, compiled from the grants: `actormesh authz`.
 
 Where the broker has users (the compose deployment), each NATS user gets the
-least it needs, and a tool's mailbox is closed at the broker to every user
-whose principal has no grant on one of its actor type's tools. A subject does
+least it needs. It publishes only to the mailboxes (and micro endpoints) of its
+own actor types, of the types one of whose tools its principal is granted, and
+of the types its `mailboxes` names; a worker consumes only its own mailbox,
+answers only its type's control subject (`<prefix>.sys.ctl.<type>.<worker>`) and
+heartbeats and dead-letters only as its type. Events are the exception: their
+subject names the kind only (`<prefix>.sys.evt.<kind>`), so a worker may publish
+any kind, and the event's `actor_type` and `worker` are not checked. A subject does
 not say who published it, so the mapping is by user: an external principal IS
 the NATS user of that name (role `client`); an actor type's principal is the
 user its workers connect as (role `worker`, naming the mesh file's child it
@@ -21,7 +26,8 @@ own actor type.
 
 `compile_config` is pure (users, the mesh's actors and tools, grants -> the
 nats.conf text); `UsersFile.load`, `mesh_facts` and `grants_of` read the inputs,
-`generate` does all of it for `actormesh authz`.
+`generate` does all of it for `actormesh authz`. (Longer than most modules: each
+role's permission lists are one concept and read best side by side.)
 """
 
 from __future__ import annotations
@@ -75,11 +81,15 @@ class UserSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     child: str = ""
     #: The environment variable holding the password (default `<NAME>_PASSWORD`).
     password_env: str = ""
-    #: Actor types whose mailboxes this user may send to although they expose tools
-    #: it has no grant on (plain tells and asks to their non-tool handlers).
+    #: Actor types whose mailboxes this user may send to besides its own and those
+    #: it is granted tools of: plain tells and asks (a client's, or those a worker's
+    #: handlers send with `ctx.ref`). Every other mailbox is closed to it.
     mailboxes: list[str] = []
     #: A comment written above the user in nats.conf.
     comment: str = ""
+    #: Other principals this user calls tools as: a gateway's callers (the MCP
+    #: server's token principals, each named in `Am-Principal` of its calls).
+    principals: list[str] = []
 
     @property
     def password_var(self) -> str:
@@ -118,6 +128,15 @@ class ActorFacts(msgspec.Struct, frozen=True, kw_only=True):
     keyless: bool = False
     durable_state: bool = False
     partitions: int = 1
+    #: A mailbox with priority levels: a consumer per level (`<type>_high`, ...).
+    priorities: bool = False
+    #: Tools named `<prefix><tool>`, known only at run time (an external MCP
+    #: server's, `mcp.<server>.`): any grant that could name one opens the type.
+    tool_prefix: str = ""
+    #: An Agent Protocol agent this type's process hosts (`agent-host`).
+    hosts_agent: str = ""
+    #: Whether this type's process prompts Agent Protocol agents (`agent-bridge`).
+    prompts_agents: bool = False
 
 
 class MeshFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +144,11 @@ class MeshFacts(msgspec.Struct, frozen=True, kw_only=True):
     #: The mesh file's children (name -> actor type) that run Python actors.
     children: dict[str, str] = {}
     actors: dict[str, ActorFacts] = {}
+    #: More actor types a child's process runs (the agent bridge's `agent-<name>`).
+    child_types: dict[str, tuple[str, ...]] = {}
+    #: Principals a child calls tools as besides its actor type (an agent host's).
+    callers: dict[str, tuple[str, ...]] = {}
+    warnings: tuple[str, ...] = ()
 
 
 class Permissions(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,8 +183,12 @@ def mesh_facts(path: Path) -> MeshFacts:
             keyless=spec.keyless,
             durable_state=spec.state_type is not None,
             partitions=spec.mailbox.partitions,
+            priorities=spec.mailbox.priorities,
         )
-    return MeshFacts(prefix=meshfile.mesh.prefix, children=children, actors=actors)
+    facts = MeshFacts(prefix=meshfile.mesh.prefix, children=children, actors=actors)
+    from ._authz_interop import with_interop
+
+    return with_interop(facts, meshfile)
 
 
 def grants_of(path: Path) -> dict[str, Grant]:
@@ -206,18 +234,25 @@ def compile_config(
 ) -> Compiled:
     """The nats.conf text for `users`, given the mesh's actors and the grants."""
     perms: dict[str, Permissions] = {}
+    notes: dict[str, str] = {}
     warnings: list[str] = []
     for user in users.users:
         principal = _principal(user, mesh)
-        granted = _granted_types(mesh, _tools_of(grants, principal))
+        callers = [principal, *user.principals, *mesh.callers.get(user.child, ())]
+        granted = _granted_types(mesh, [t for c in callers for t in _tools_of(grants, c)])
+        if user.role != "supervisor":
+            own = (
+                (principal, *mesh.child_types.get(user.child, ())) if user.role == "worker" else ()
+            )
+            notes[user.name] = _reach_note(own, granted, user)
         if user.role == "supervisor":
             perms[user.name] = _supervisor(mesh.prefix)
         elif user.role == "worker":
-            perms[user.name] = _worker(mesh, mesh.actors[principal], granted, user)
+            perms[user.name] = _worker_of_child(mesh, principal, granted, user)
         else:
             perms[user.name] = _client(mesh, principal, granted, user)
         if user.role != "supervisor":
-            warnings += _forgeable(user, principal, granted, mesh, grants)
+            warnings += _forgeable(user, callers, granted, mesh, grants)
     for user in users.users:
         for actor_type in sorted(set(user.mailboxes) - set(mesh.actors)):
             warnings.append(
@@ -225,13 +260,25 @@ def compile_config(
                 "Python actor of the mesh file: check the name in `mailboxes`"
             )
     known = {_principal(u, mesh) for u in users.users}
+    known |= {p for u in users.users for p in (*u.principals, *mesh.callers.get(u.child, ()))}
     for principal in sorted(set(grants) - known):
         warnings.append(
             f"{principal!r} is granted tools but is no user of the broker: "
             "add it to the users file (role client, or a worker of that actor type)"
         )
-    text = _render(users, perms, mesh, source)
-    return Compiled(text=text, permissions=perms, warnings=tuple(warnings))
+    text = _render(users, perms, mesh, source, notes)
+    return Compiled(text=text, permissions=perms, warnings=(*mesh.warnings, *warnings))
+
+
+def _reach_note(own: tuple[str, ...], granted: set[str], user: UserSpec) -> str:
+    """Whose mailboxes a user may send to, and why (a comment in nats.conf)."""
+    parts = [
+        (list(own), "its own"),
+        (sorted(granted - set(own)), "granted tools"),
+        (sorted(set(user.mailboxes) - set(own) - granted), "named in `mailboxes`"),
+    ]
+    said = "; ".join(f"{', '.join(types)} ({why})" for types, why in parts if types)
+    return f"sends to the mailboxes of: {said}" if said else "sends to no mailbox"
 
 
 def _principal(user: UserSpec, mesh: MeshFacts) -> str:
@@ -250,8 +297,19 @@ def _principal(user: UserSpec, mesh: MeshFacts) -> str:
 def _granted_types(mesh: MeshFacts, patterns: list[str]) -> set[str]:
     """Actor types at least one of whose tools the patterns grant."""
     return {
-        a.actor_type for a in mesh.actors.values() if any(matches(patterns, t) for t in a.tools)
+        a.actor_type
+        for a in mesh.actors.values()
+        if any(matches(patterns, t) for t in a.tools)
+        or (a.tool_prefix and any(_may_name(p, a.tool_prefix) for p in patterns))
     }
+
+
+def _may_name(pattern: str, prefix: str) -> bool:
+    """Whether `pattern` grants some tool whose name starts with `prefix`."""
+    from fnmatch import fnmatchcase
+
+    # A character no tool name has stands for the rest of the name.
+    return pattern.startswith(prefix) or fnmatchcase(prefix + "\x00", pattern)
 
 
 def _tools_of(grants: dict[str, Grant], principal: str) -> list[str]:
@@ -260,16 +318,24 @@ def _tools_of(grants: dict[str, Grant], principal: str) -> list[str]:
 
 
 def _forgeable(
-    user: UserSpec, me: str, granted: set[str], mesh: MeshFacts, grants: dict[str, Grant]
-) -> list[str]:
+    user: UserSpec, callers: list[str], granted: set[str], mesh: MeshFacts,
+    grants: dict[str, Grant],
+) -> list[str]:  # fmt: skip
     """What `user` could reach by naming another principal in `Am-Principal`: in
-    each mailbox the broker lets it publish to, the tools another principal is
-    granted and it is not (or without the approval it needs)."""
-    mine = grants.get(me) or Grant(principal=me)
+    each mailbox the broker lets it publish to, the tools another principal (not
+    one it calls as anyway) is granted and it is not (or without the approval it
+    needs)."""
+    me = callers[0]
+    mine = Grant(
+        principal=me,
+        tools=sorted({t for c in callers for t in _tools_of(grants, c)}),
+        approval=sorted({a for c in callers if (g := grants.get(c)) for a in g.approval}),
+    )
+    others = {p: g for p, g in grants.items() if p not in callers[1:]}
     admitted = (granted | set(user.mailboxes)) - {me}
     out = []
     for actor_type in sorted(admitted & set(mesh.actors)):
-        gains = _gains(mesh.actors[actor_type].tools, mine, grants)
+        gains = _gains(mesh.actors[actor_type].tools, mine, others)
         if gains:
             listed = "; ".join(f"{t} as {', '.join(map(repr, ps))}" for t, ps in gains.items())
             out.append(
@@ -296,19 +362,17 @@ def _gains(tools: tuple[str, ...], mine: Grant, grants: dict[str, Grant]) -> dic
 
 
 def _mailbox_rules(
-    mesh: MeshFacts, own: str | None, granted: set[str], user: UserSpec
-) -> tuple[list[str], list[str]]:
-    """Publish to every mailbox and micro endpoint, except those of the tool-bearing
-    types not granted (an endpoint request is relayed into the type's mailbox)."""
+    mesh: MeshFacts, own: tuple[str, ...], granted: set[str], user: UserSpec
+) -> list[str]:
+    """The mailboxes and micro endpoints (an endpoint request is relayed into the
+    type's mailbox) a user may publish to, and no others: its own types' (a worker
+    re-publishes released messages and may tell itself), those of the types it is
+    granted a tool of (a tool call is a message to the tool's mailbox), and those
+    its `mailboxes` name (plain tells and asks: a client's, or the types a worker's
+    handlers send to with `ctx.ref`)."""
     p = mesh.prefix
-    closed = sorted(
-        a.actor_type
-        for a in mesh.actors.values()
-        if a.tools and a.actor_type not in granted and a.actor_type != own
-        and a.actor_type not in user.mailboxes
-    )  # fmt: skip
-    deny = [f"{p}.{kind}.{t}.>" for t in closed for kind in ("mbox", "svc")]
-    return [f"{p}.mbox.>", f"{p}.svc.>"], deny
+    reach = [*own, *sorted((granted | set(user.mailboxes)) - set(own))]
+    return [f"{p}.{kind}.{t}.>" for t in reach for kind in ("mbox", "svc")]
 
 
 def _bucket_read(bucket: str, *, create: bool, watch: bool) -> list[str]:
@@ -350,9 +414,11 @@ def _worker(mesh: MeshFacts, actor: ActorFacts, granted: set[str], user: UserSpe
     if actor.durable_state:
         bucket = s.state_bucket(t)
         pub += [*_bucket_read(bucket, create=True, watch=False), f"$KV.{bucket}.>"]
-    # Its NATS micro service: discovery ($SRV.PING|INFO|STATS[.<type>[.<id>]]) and
-    # the endpoints of its handlers.
-    sub = ["_INBOX.>", f"{p}.sys.ctl.>", "$SRV.*", f"$SRV.*.{t}", f"$SRV.*.{t}.*", f"{p}.svc.{t}.>"]
+    # Its control subject under its type only (`Subjects.control_of`), and its NATS
+    # micro service: discovery ($SRV.PING|INFO|STATS[.<type>[.<id>]]) and the
+    # endpoints of its handlers.
+    sub = ["_INBOX.>", s.control_of(t, "*"), "$SRV.*", f"$SRV.*.{t}", f"$SRV.*.{t}.*",
+           f"{p}.svc.{t}.>"]  # fmt: skip
     if not actor.keyless:
         pub += _parked(p, t)
         sub += [f"{p}.sys.hb.{t}.*", f"{p}.sys.release.{t}"]
@@ -361,24 +427,68 @@ def _worker(mesh: MeshFacts, actor: ActorFacts, granted: set[str], user: UserSpe
         if actor.partitions <= 1
         else [s.consumer(t, i) for i in range(actor.partitions)]
     )
+    if actor.priorities:
+        consumers += [s.consumer(t, level=lv) for lv in ("high", "low")]
     pub += [f"$JS.API.CONSUMER.INFO.{mbox}.{c}" for c in consumers]
     pub.append(f"$JS.API.CONSUMER.CREATE.{mbox}.>")
     pub += [f"$JS.API.CONSUMER.DURABLE.CREATE.{mbox}.{c}" for c in consumers]
     pub += [f"$JS.API.CONSUMER.MSG.NEXT.{mbox}.{c}" for c in consumers]
     pub.append(f"$JS.ACK.{mbox}.>")
-    if actor.tools:
+    # Its consumers' pause and resume (an operator's, `actormesh pause`).
+    sub += [f"$JS.EVENT.ADVISORY.CONSUMER.PAUSE.{mbox}.{c}" for c in consumers]
+    if actor.tools or actor.tool_prefix:
         # It publishes its own tools, and enforces (and asks approval for) every call.
         pub += _bucket_read(f"{p}_tools", create=True, watch=False)
         pub += [f"$KV.{p}_tools.{name}" for name in actor.tools]
+        if actor.tool_prefix:
+            pub.append(f"$KV.{p}_tools.{actor.tool_prefix}>")
         pub += _bucket_read(f"{p}_grants", create=True, watch=True)
         pub += _bucket_read(f"{p}_approvals", create=True, watch=True)
-        pub.append(f"$KV.{p}_approvals.>")
+        # Its own calls' approval records only (their ids start with its type).
+        pub.append(f"$KV.{p}_approvals.{kv_key(t)}.>")
     if granted:
         pub += _caller(p, t)
-    allow, deny = _mailbox_rules(mesh, t, granted, user)
-    pub += allow
-    pub += [s.dlq(t), f"{p}.sys.evt.>", f"{p}.sys.hb.{t}.>", "_INBOX.>"]
-    return Permissions(publish=_unique(pub), publish_deny=tuple(deny), subscribe=_unique(sub))
+    pub += _mailbox_rules(mesh, (t,), granted, user)
+    # Its dead letters and heartbeats under its type. An event's subject names only
+    # its kind (`<prefix>.sys.evt.<kind>`), so any worker may publish any kind.
+    pub += [s.dlq(t), s.event("*"), s.heartbeat(t, "*"), "_INBOX.>"]
+    return Permissions(publish=_unique(pub), subscribe=_unique(sub))
+
+
+def _worker_of_child(
+    mesh: MeshFacts, actor_type: str, granted: set[str], user: UserSpec
+) -> Permissions:
+    """A worker user's permissions: those of each actor type its child runs (most
+    run one; the agent bridge one per agent), and an agent host's or caller's
+    Agent Protocol subjects."""
+    types = (actor_type, *mesh.child_types.get(user.child, ()))
+    parts = [_worker(mesh, mesh.actors[t], granted, user) for t in types]
+    callers = (*user.principals, *mesh.callers.get(user.child, ()))
+    pub = [x for part in parts for x in part.publish]
+    sub = [x for part in parts for x in part.subscribe]
+    for t in types:
+        extra_pub, extra_sub = _agent_subjects(mesh.actors[t])
+        pub += extra_pub
+        sub += extra_sub
+    for principal in callers:
+        # It calls tools as these too: the registry, and their grants (their tools).
+        pub += _caller(mesh.prefix, principal)
+    return Permissions(publish=_unique(pub), subscribe=_unique(sub))
+
+
+def _agent_subjects(actor: ActorFacts) -> tuple[list[str], list[str]]:
+    """The Agent Protocol subjects (publish, subscribe) of an agent host or caller."""
+    pub: list[str] = []
+    sub: list[str] = []
+    if actor.hosts_agent:
+        n = actor.hosts_agent
+        # Its `agents` micro service: prompt and status endpoints, discovery, beats.
+        sub += [f"agents.prompt.{n}.>", f"agents.status.{n}.>", "$SRV.*", "$SRV.*.agents",
+                "$SRV.*.agents.*"]  # fmt: skip
+        pub += [f"agents.hb.{n}.>", "_INBOX.>"]
+    if actor.prompts_agents:
+        pub += ["agents.prompt.>", "$SRV.INFO.agents", "$SRV.PING.agents"]
+    return pub, sub
 
 
 def _parked(p: str, t: str) -> list[str]:
@@ -416,11 +526,9 @@ def _caller(p: str, principal: str) -> list[str]:
 
 def _client(mesh: MeshFacts, principal: str, granted: set[str], user: UserSpec) -> Permissions:
     # Applications: tell and ask (to the mailboxes left open to them), and call tools.
-    allow, deny = _mailbox_rules(mesh, None, granted, user)
+    allow = _mailbox_rules(mesh, (), granted, user)
     return Permissions(
-        publish=_unique([*allow, *_caller(mesh.prefix, principal)]),
-        publish_deny=tuple(deny),
-        subscribe=("_INBOX.>",),
+        publish=_unique([*allow, *_caller(mesh.prefix, principal)]), subscribe=("_INBOX.>",)
     )
 
 
@@ -431,11 +539,21 @@ def _unique(items: list[str]) -> tuple[str, ...]:
 # -- rendering --------------------------------------------------------------------------
 
 
-def _render(users: UsersFile, perms: dict[str, Permissions], mesh: MeshFacts, source: str) -> str:
+def _render(
+    users: UsersFile,
+    perms: dict[str, Permissions],
+    mesh: MeshFacts,
+    source: str,
+    notes: dict[str, str],
+) -> str:
     srv = users.server
     lines = [
-        "# The mesh's broker: JetStream, one user per service, least privilege, and each",
-        "# tool's mailbox closed to users without a grant on it.",
+        "# The mesh's broker: JetStream, one user per service, least privilege: each",
+        "# user sends only to its own mailboxes, those of the types it is granted tools",
+        "# of and those its `mailboxes` name; a worker answers only its own type's",
+        "# control subject and heartbeats and dead-letters only as its own type. Not",
+        "# narrowed: an event's subject names its kind only (any worker may publish any",
+        "# kind), and replies travel on _INBOX.> (any user may subscribe there).",
         f"# GENERATED by `{source}` from the users file and the mesh file (its actors'",
         "# tools and its [[grants]]): do not edit; change those and generate it again.",
         "# Passwords come from the environment (see compose.yaml / .env.example).",
@@ -463,15 +581,17 @@ def _render(users: UsersFile, perms: dict[str, Permissions], mesh: MeshFacts, so
     for i, user in enumerate(users.users):
         if i:
             lines.append("")
-        lines += _render_user(user, perms[user.name], mesh)
+        lines += _render_user(user, perms[user.name], mesh, notes.get(user.name, ""))
     lines += ["    ]", "  }", "}", ""]
     return "\n".join(lines)
 
 
-def _render_user(user: UserSpec, perm: Permissions, mesh: MeshFacts) -> list[str]:
+def _render_user(user: UserSpec, perm: Permissions, mesh: MeshFacts, note: str) -> list[str]:
     out = [f"      # {c}" if c else "      #" for c in user.comment.strip().splitlines()]
     role = user.role if user.role != "worker" else f"worker of {mesh.children[user.child]!r}"
     out.append(f"      # role: {role}")
+    if note:
+        out.append(f"      # {note}")
     out.append(f"      {{ user: {user.name}, password: ${user.password_var},")
     out.append("        permissions: {")
     if perm.publish_deny:

@@ -21,7 +21,7 @@ import msgspec
 import nats.js.errors
 from nats.js.api import KeyValueConfig
 
-from .._buckets import key_value
+from .._buckets import bucket_replication, key_value
 from .._errors import (
     AskTimeout,
     RemoteError,
@@ -79,7 +79,12 @@ class ToolBus:
 
     async def _registry(self) -> KeyValue:
         if self._kv is None:
-            config = KeyValueConfig(bucket=self.bucket, history=1, description="actormesh: tools")
+            config = KeyValueConfig(
+                bucket=self.bucket,
+                history=1,
+                description="actormesh: tools",
+                **bucket_replication(self._mesh),
+            )
             self._kv = await key_value(self._mesh.js, config)
         return self._kv
 

@@ -32,14 +32,6 @@ KEY_ARG = "key"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
-class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """What `@tool(...)` declares."""
-
-    #: Calls wait for an operator's approval (stored durably) before they run.
-    needs_approval: bool = False
-    description: str | None = None
-
-
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A tool as the registry holds it: everything a caller needs to call it."""
 
@@ -53,6 +45,18 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     output_schema: dict[str, Any]
     keyed: bool
     needs_approval: bool = False
+
+
+class ToolOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What `@tool(...)` declares."""
+
+    #: Calls wait for an operator's approval (stored durably) before they run.
+    needs_approval: bool = False
+    description: str | None = None
+    #: The whole spec, given rather than derived from the handler: a tool whose
+    #: name and schemas come from elsewhere (an external MCP server's, served by
+    #: `actormesh mcp-client`), under the same grants, approvals and metrics.
+    spec: ToolSpec | None = None
 
 
 @overload
@@ -96,6 +100,8 @@ def tool_spec(
     keyed: bool,
     options: ToolOptions,
 ) -> ToolSpec:
+    if options.spec is not None:
+        return options.spec
     name = f"{actor_type}.{handler}"
     if not _NAME_RE.match(name):
         raise ConfigError(f"tool name {name!r} is not a valid MCP tool name")

@@ -21,7 +21,7 @@ import msgspec
 import nats.js.errors
 from nats.js.api import KeyValueConfig
 
-from .._buckets import key_value
+from .._buckets import bucket_replication, key_value
 from .._errors import ConfigError
 from .._state import kv_key
 
@@ -68,7 +68,12 @@ class Grants:
 
     async def kv(self) -> KeyValue:
         if self._kv is None:
-            config = KeyValueConfig(bucket=self.bucket, history=5, description="actormesh: grants")
+            config = KeyValueConfig(
+                bucket=self.bucket,
+                history=5,
+                description="actormesh: grants",
+                **bucket_replication(self._mesh),
+            )
             self._kv = await key_value(self._mesh.js, config)
         return self._kv
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from nats.aio.msg import Msg
 
 from .._actor import Handler
-from .._errors import StateConflict
+from .._errors import BrokerUnavailable, StateConflict
 from .._state import STATE_ATTR
 from .._subjects import stream_seq_of
 
@@ -155,6 +155,14 @@ class StatefulBatch:
                 instance = h.instances.get(key)
                 if instance is not None:
                     await h._reload(key, instance)
+                return False
+            except BrokerUnavailable:
+                # No leader for the bucket (a cluster's election): the write may or
+                # may not have landed. Forget the instance (its state loads again)
+                # and let each message take the one-message path, which settles it.
+                old = h.drop(key)
+                if old is not None:
+                    await h.stop_instance(key, old)
                 return False
         settler, replies = w._settler, w._replies
         for r in ran:

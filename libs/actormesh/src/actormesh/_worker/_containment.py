@@ -54,7 +54,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from .._config import MAX_TRACKED_KEYS, MailboxConfig
 from .._errors import ActorMeshError
 from .._interceptor import HandleMessage, MessageInput, WorkerInterceptor
-from .._mailbox import _ensure_stream
+from .._mailbox import _ensure_stream, placement
 from .._subjects import Subjects, stream_seq_of
 from .._wire import Hdr
 
@@ -154,7 +154,8 @@ def parked_stream_config(subjects: Subjects, actor_type: str, cfg: MailboxConfig
         max_bytes=cfg.max_bytes,
         max_msg_size=-1,
         storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
-        num_replicas=cfg.replicas,
+        num_replicas=cfg.replicas or 1,
+        placement=placement(cfg.placement_tags),
         duplicate_window=cfg.duplicate_window,
     )
 

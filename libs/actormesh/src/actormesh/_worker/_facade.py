@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -27,12 +28,15 @@ from .._consumer import PullConsumer
 from .._errors import ConfigError
 from .._interceptor import WorkerInterceptor
 from .._mailbox import ensure_mailbox, ensure_system_streams
+from .._subjects import LEVELS
 from .._wire import HealthReport, Heartbeat, ToolStats, WorkerStats
 from ._containment import Containment
 from ._dispatch import Dispatcher
 from ._failures import Failures
 from ._handling import Handling
 from ._micro import MicroService
+from ._pausewatch import PauseWatch
+from ._priority import PriorityDispatcher, level_bases
 from ._replies import Replies
 from ._settle import Settler
 from ._status import StatusReporter
@@ -107,7 +111,10 @@ class Worker:
         self.metrics_port = self.config.metrics_port or 0
         self._interceptors: tuple[WorkerInterceptor, ...] = tuple(interceptors)
         self._consumer: PullConsumer | None = None
+        #: With priorities: the high and low levels' consumers (`_consumer` is normal's).
+        self._level_consumers: dict[str, PullConsumer] = {}
         self._control_sub: Any = None
+        self._typed_control_sub: Any = None
         self._done = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         self._settler = Settler(
@@ -117,11 +124,37 @@ class Worker:
         )
         self._replies = Replies(mesh)
         self._reporter = StatusReporter(self)
+        self._pause = PauseWatch(self)
         self._micro = MicroService(self)
         self._failures = Failures(self)
         self._containment = Containment(self)
         self._handling = Handling(self, base=base)
-        self._dispatcher = Dispatcher(
+        self._dispatcher = self._make_dispatcher(base)
+        self._compose()
+
+    def _make_dispatcher(self, base: str) -> Dispatcher:
+        mailbox = self.spec.mailbox
+        if mailbox.priorities:
+            if self.spec.state_type is not None:
+                raise ConfigError(
+                    f"{self.actor_type!r} declares durable state and a mailbox with "
+                    "priorities: state commits go by one consumer's ack floor, and "
+                    "priorities have a consumer per level (not supported yet)"
+                )
+            dispatcher = PriorityDispatcher(
+                bases=level_bases(self.mesh.subjects, self.actor_type),
+                fairness=mailbox.priority_fairness,
+                keyless=self.spec.keyless,
+                concurrency=self.config.concurrency,
+                settler=self._settler,
+                process=self._handling.process,
+                accepting=lambda: self.status == "running",
+                failed=self._failures,
+                max_deliver=mailbox.max_deliver,
+            )
+            self._handling.key_of = dispatcher.key_of
+            return dispatcher
+        return Dispatcher(
             base=base,
             keyless=self.spec.keyless,
             concurrency=self.config.concurrency,
@@ -129,9 +162,8 @@ class Worker:
             process=self._handling.process,
             accepting=lambda: self.status == "running",
             failed=self._failures,
-            max_deliver=self.spec.mailbox.max_deliver,
+            max_deliver=mailbox.max_deliver,
         )
-        self._compose()
 
     def _partition_of(self, p: int | None) -> int | None:
         partitions = self.spec.mailbox.partitions
@@ -180,6 +212,11 @@ class Worker:
     def heartbeat(self, status: str | None = None) -> Heartbeat:
         return self._reporter.heartbeat(status)
 
+    @property
+    def paused(self) -> bool:
+        """The mailbox consumer is paused on the server (`actormesh pause`)."""
+        return self._pause.paused
+
     def stats(self) -> WorkerStats:
         return self._reporter.stats()
 
@@ -192,7 +229,16 @@ class Worker:
     async def start(self) -> None:
         mesh = self.mesh
         js, subjects = mesh.js, mesh.subjects
-        await ensure_system_streams(js, subjects, replicas=self.spec.mailbox.replicas)
+        # The mesh's replication fills in what the type leaves unset (`Replication`):
+        # the mailbox, parked stream and state bucket are made from this spec.
+        mailbox = mesh.replication.mailbox(self.spec.mailbox)
+        self.spec = dataclasses.replace(self.spec, mailbox=mailbox)
+        await ensure_system_streams(
+            js,
+            subjects,
+            replicas=max(mailbox.replicas or 1, mesh.replication.replicas),
+            placement_tags=mesh.replication.placement_tags,
+        )
         await self._ensure_mailbox()
         await self._containment.start()
         await self._handling.start_state()
@@ -218,18 +264,29 @@ class Worker:
             mesh.nc,
             stream=subjects.mailbox_stream(self.actor_type),
             durable=subjects.consumer(self.actor_type, self.partition),
-            on_msg=self._dispatcher.dispatch,
+            on_msg=self._dispatcher.on_msg(LEVELS.index("normal"))
+            if isinstance(self._dispatcher, PriorityDispatcher)
+            else self._dispatcher.dispatch,
             capacity=self.config.prefetch,
             expires=self.config.pull_expires,
             idle_heartbeat=self.config.pull_idle_heartbeat,
             on_stall=self._recover_consumer,
         )
+        self._start_levels()
         mesh.on_reconnect(self._on_reconnect)
+        # Under its type too: with broker users only this type's user may answer that
+        # one (`actormesh authz`, which refuses the id-only subject to workers).
+        self._typed_control_sub = await mesh.nc.subscribe(
+            subjects.control_of(self.actor_type, self.id), cb=self._reporter.on_control
+        )
         self._control_sub = await mesh.nc.subscribe(
             subjects.control(self.id), cb=self._reporter.on_control
         )
+        await self._pause.start()
         self.status = "running"
         await self._consumer.start()
+        for consumer in self._level_consumers.values():
+            await consumer.start()
         self._dispatcher.spawn(self._reporter.heartbeat_loop(), "heartbeat")
         self._dispatcher.spawn(self._settler.progress_loop(), "in-progress")
         if self._handling.passivator.enabled:
@@ -243,6 +300,38 @@ class Worker:
             self.actor_type,
             self.config.concurrency,
         )
+
+    def _start_levels(self) -> None:
+        """With priorities, a consumer per level besides normal's, all feeding the
+        one dispatcher (see `_priority`)."""
+        dispatcher = self._dispatcher
+        if not isinstance(dispatcher, PriorityDispatcher) or self._consumer is None:
+            return
+        subjects = self.mesh.subjects
+        by_level: list[PullConsumer] = []
+        for index, level in enumerate(LEVELS):
+            if level == "normal":
+                by_level.append(self._consumer)
+                continue
+            consumer = PullConsumer(
+                self.mesh.nc,
+                stream=subjects.mailbox_stream(self.actor_type),
+                durable=subjects.consumer(self.actor_type, level=level),
+                on_msg=dispatcher.on_msg(index),
+                capacity=self.config.prefetch,
+                expires=self.config.pull_expires,
+                idle_heartbeat=self.config.pull_idle_heartbeat,
+                on_stall=self._recover_consumer,
+            )
+            self._level_consumers[level] = consumer
+            by_level.append(consumer)
+        level_of = dispatcher.level_of
+        self._settler.route = lambda msg: by_level[level_of(msg)]
+
+    def _consumers(self) -> list[PullConsumer]:
+        """Every mailbox consumer of this worker (one per priority level, if any)."""
+        first = [self._consumer] if self._consumer is not None else []
+        return first + list(self._level_consumers.values())
 
     async def _ensure_mailbox(self) -> None:
         await ensure_mailbox(
@@ -294,8 +383,8 @@ class Worker:
         grace = self.config.drain_grace if grace is None else grace
         if self.status != "escalated":
             self.status = "draining"
-        if self._consumer is not None:
-            self._consumer.pause()
+        for consumer in self._consumers():
+            consumer.pause()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self._settler.idle.wait()
@@ -313,17 +402,19 @@ class Worker:
         if self.status == "stopped":
             return
         final: WorkerStatus = "escalated" if self.status == "escalated" else "stopped"
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for consumer in self._consumers():
+            await consumer.stop()
         await self._containment.stop()
+        await self._pause.stop()
         await self._micro.stop()
         await self._handling.stop_all()
         await self._reporter.event(final)
         await self._reporter.publish_heartbeat(final)
         await self._dispatcher.cancel_all()
-        if self._control_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._control_sub.unsubscribe()
+        for sub in (self._typed_control_sub, self._control_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self.mesh.flush(2.0)
         self.status = final
@@ -332,7 +423,9 @@ class Worker:
     async def _on_reconnect(self) -> None:
         if self._consumer is not None:
             log.info("reconnected to NATS: renewing pulls")
-            self._consumer.reset()
+            for consumer in self._consumers():
+                consumer.reset()
+            await self._pause.refresh()
 
     async def _recover_consumer(self) -> None:
         """Our pulls went unanswered: make sure the stream and consumer still exist."""

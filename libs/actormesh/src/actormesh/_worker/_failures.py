@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from .._errors import BadMessage, ToolDenied
+from .._errors import BadMessage, BrokerUnavailable, ToolDenied
 from .._errwire import error_fields
 from .._interceptor import MessageInput
 from .._subjects import deliveries_of, stream_seq_of
@@ -80,6 +80,9 @@ class Failures:
         """The handler raised: supervise the instance, then reply, retry or dead-letter."""
         w = self._w
         msg, key, deliveries = inp.msg, inp.key, inp.deliveries
+        if isinstance(exc, BrokerUnavailable):
+            await self._broker_unavailable(inp, exc)
+            return
         fields = error_fields(exc)
         log.warning(
             "%s/%s: handler raised %s: %s (delivery %d)",
@@ -112,6 +115,25 @@ class Failures:
             return
         w.redelivered += 1
         await w._settler.nak(msg, w.spec.mailbox.redelivery_delay(deliveries))
+
+    async def _broker_unavailable(self, inp: MessageInput, exc: BrokerUnavailable) -> None:
+        """A write the handling needed (its state commit, a send) found no stream
+        leader for longer than the mesh's publish timeout (a cluster electing one):
+        not the message's failure. The instance is dropped (its state reloads from
+        the bucket) and the message delivered again, counted against neither the
+        key's intensity nor its dead-letter budget: nothing is lost or stranded."""
+        w = self._w
+        log.warning(
+            "%s/%s: the broker could not take a write (%s); delivering the message again",
+            w.actor_type,
+            inp.key,
+            exc,
+        )
+        old = w._handling.drop(inp.key)
+        if old is not None:
+            await w._handling.stop_instance(inp.key, old)
+        # At least a second: an election takes seconds, the delivery count is finite.
+        await w._settler.nak(inp.msg, max(w.spec.mailbox.redelivery_delay(1), 1.0))
 
     async def supervise(self, key: str, exc: Exception, msg: Msg | None = None) -> None:
         """Restart (or stop) the failed instance; contain the failure to its key
@@ -265,6 +287,9 @@ class Failures:
                 Hdr.DEAD_AT: f"{time.time():.3f}",
             }
         )
+        original_id = (msg.headers or {}).get(Hdr.MSG_ID)
+        if original_id:
+            headers[Hdr.ORIGINAL_MSG_ID] = original_id
         data = _fit(msg.data, headers, w.mesh.nc.max_payload)
         try:
             await w.mesh.publish(w.mesh.subjects.dlq(w.actor_type), data, headers=headers)
@@ -288,8 +313,9 @@ class Failures:
         await w._reporter.event(
             "dead_lettered",
             reason=f"{type_}: {message}"[:500],
-            detail={"seq": str(seq), "subject": subject, "code": code},
-        )
+            detail={"seq": str(seq), "subject": subject, "code": code,
+                    "traceparent": headers.get(Hdr.TRACEPARENT, "")},
+        )  # fmt: skip
 
 
 #: Why messages whose dead-lettering failed were given up, by (mailbox stream,

@@ -8,9 +8,11 @@ directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +43,21 @@ from ._passivation import Passivator
 if TYPE_CHECKING:
     from ._facade import Worker
 
-__all__ = ["Handling"]
+__all__ = ["HANDLER_SAMPLES", "Handling", "percentiles"]
+
+#: Handler times a worker keeps between two heartbeats (the newest win): bounded
+#: memory, and a sort per heartbeat that stays cheap.
+HANDLER_SAMPLES = 4096
+
+
+def percentiles(samples: deque[float]) -> tuple[float, float]:
+    """The median and the 99th percentile (nearest rank) of `samples`; (0, 0) when empty."""
+    if not samples:
+        return 0.0, 0.0
+    ordered = sorted(samples)
+    n = len(ordered)
+    return ordered[(n - 1) // 2], ordered[min(n - 1, (99 * n + 99) // 100 - 1)]
+
 
 log = logging.getLogger("actormesh.worker")
 
@@ -52,12 +68,16 @@ class Handling:
     def __init__(self, worker: Worker, *, base: str) -> None:
         self._w = worker
         self._base = base
+        #: The key of a delivered message (the worker sets another with priorities).
+        self.key_of: Callable[[Msg], str] = functools.partial(key_of, base)
         self._partitioned = worker.partition is not None
         spec = worker.spec
         self._actor_type = spec.actor_type
         self._decoder = spec.decoder
         self._handlers = spec.handlers
         self.instances: dict[str, Actor] = {}
+        #: Handler times since the last heartbeat took them (bounded: the newest only).
+        self.durations: deque[float] = deque(maxlen=HANDLER_SAMPLES)
         self._outcomes: tuple[WorkerInterceptor, ...] = ()
         self._failing: set[int] = set()
         self._step: HandleMessage = self._handle
@@ -126,6 +146,7 @@ class Handling:
         w = self._w
         ctx: Context | None = None
         w.in_flight += 1
+        started = time.perf_counter()
         try:
             instance = self.instances.get(key)
             if instance is None:
@@ -143,6 +164,7 @@ class Handling:
         except Exception as exc:
             w.in_flight -= 1
             w.failed += 1
+            self.durations.append(time.perf_counter() - started)
             inp = self._input(key, msg, headers, reply_to)
             inp.message, inp.handler, inp.context = obj, handler, ctx
             inp.actor = self.instances.get(key)
@@ -154,6 +176,7 @@ class Handling:
             w.in_flight -= 1
             raise
         w.in_flight -= 1
+        self.durations.append(time.perf_counter() - started)
         if reply_to and (ctx is None or not ctx.replied):
             await w._replies.value(reply_to, result)
         await w._settler.ack(msg)
@@ -229,6 +252,7 @@ class Handling:
         inp.handler = handler
         inp.started = time.perf_counter()
         if await self._step(inp) is None:
+            self.durations.append(time.perf_counter() - inp.started)
             await w._settler.ack(msg)
             w.handled += 1
             if self._outcomes:
@@ -274,6 +298,7 @@ class Handling:
         except Exception as exc:
             w.in_flight -= 1
             w.failed += 1
+            self.durations.append(time.perf_counter() - inp.started)
             if self._outcomes:
                 self.report("failed", inp, time.perf_counter() - inp.started)
             # Failure handling and replies run inside the message chain: a tracer's
@@ -353,7 +378,7 @@ class Handling:
     def report_raw(self, outcome: Outcome, msg: Msg) -> None:
         """Report an outcome known only from the delivered message."""
         if self._outcomes:
-            key = key_of(self._base, msg)
+            key = self.key_of(msg)
             inp = MessageInput(
                 actor_type=self._actor_type,
                 key=key,
@@ -367,7 +392,7 @@ class Handling:
 
     def mailbox_subject(self, msg: Msg) -> str:
         """The subject senders used (a partitioned mailbox stores another one)."""
-        return self.subject_of(key_of(self._base, msg), msg) if self._partitioned else msg.subject
+        return self.subject_of(self.key_of(msg), msg) if self._partitioned else msg.subject
 
     def subject_of(self, key: str, msg: Msg) -> str:
         """`mailbox_subject` for a message whose key is known."""

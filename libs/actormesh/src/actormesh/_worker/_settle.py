@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
@@ -34,6 +35,8 @@ class Settler:
         self.idle = asyncio.Event()
         self.idle.set()
         self.consumer: PullConsumer | None = None
+        #: With priority levels, the consumer a message came from (None: `consumer`).
+        self.route: Callable[[Msg], PullConsumer] | None = None
         #: The connection acks are written to directly (see `ack`); None: `msg.ack()`.
         self.nc: Client | None = None
 
@@ -45,8 +48,10 @@ class Settler:
 
     def _release(self, msg: Msg) -> None:
         held = self.held
-        if held.pop(id(msg), None) is not None and self.consumer is not None:
-            self.consumer.settled()
+        if held.pop(id(msg), None) is not None:
+            consumer = self.consumer if self.route is None else self.route(msg)
+            if consumer is not None:
+                consumer.settled()
         if not held:
             self.idle.set()
 

@@ -21,8 +21,10 @@ from .._wire import (
     Event,
     HealthReport,
     Heartbeat,
+    InstanceInfo,
     WorkerStats,
 )
+from ._handling import percentiles
 
 if TYPE_CHECKING:
     from ._facade import Worker
@@ -51,6 +53,9 @@ class StatusReporter:
 
     def heartbeat(self, status: str | None = None) -> Heartbeat:
         w = self._w
+        # Each heartbeat reports the handler times since the previous one.
+        p50, p99 = percentiles(w._handling.durations)
+        w._handling.durations.clear()
         return Heartbeat(
             worker=w.id,
             actor_type=w.actor_type,
@@ -75,7 +80,10 @@ class StatusReporter:
             instances=len(w._handling.instances),
             passivated=w.passivated,
             parked=w.parked,
+            paused=w.paused,
             tools=w.tool_stats() if w.tool_stats is not None else [],
+            handler_p50=p50,
+            handler_p99=p99,
         )
 
     async def publish_heartbeat(self, status: str | None = None) -> None:
@@ -202,6 +210,7 @@ class StatusReporter:
             keyed=not w.spec.keyless,
             passivated=w.passivated,
             parked=w.parked,
+            paused=w.paused,
         )
 
     def health(self) -> HealthReport:
@@ -263,7 +272,10 @@ class StatusReporter:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             reply = ControlReply(ok=False, op="?", error=f"bad control request: {exc}")
         else:
-            reply = self._control(req)
+            if req.op == "passivate":
+                reply = await self._passivate(req.key)
+            else:
+                reply = self._control(req)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(_encoder.encode(reply))
@@ -280,9 +292,47 @@ class StatusReporter:
         if req.op == "stop":
             w.request_drain(0.0)
             return ControlReply(ok=True, op=req.op)
+        if req.op == "instances":
+            return ControlReply(ok=True, op=req.op, instances=self.instances())
         return ControlReply(
-            ok=False, op=req.op, error="unknown op: use drain, stop, stats or health"
+            ok=False,
+            op=req.op,
+            error="unknown op: use drain, stop, stats, health, instances or passivate",
         )
+
+    # -- instances ----------------------------------------------------------------------
+
+    #: Instances listed at most, the most recently used (a worker may hold millions).
+    MAX_LISTED = 500
+
+    def instances(self) -> list[InstanceInfo]:
+        """Live instances (most recently used last) and those passivated lately."""
+        w = self._w
+        live = list(w._handling.instances)[-self.MAX_LISTED :]
+        gone = w._handling.passivator.passivated_lately()[-self.MAX_LISTED :]
+        return [InstanceInfo(key=k, state="passivated") for k in gone] + [
+            InstanceInfo(key=k, state="active") for k in live
+        ]
+
+    async def _passivate(self, key: str) -> ControlReply:
+        """Stop one instance now (an operator's `stop-instance`); its state is kept."""
+        w = self._w
+        if w.spec.keyless:
+            error = f"{w.actor_type} is keyless: it has no instance per key"
+            return ControlReply(ok=False, op="passivate", error=error)
+        if not key:
+            return ControlReply(ok=False, op="passivate", error="give the key to passivate")
+        stopped = await w._handling.passivator.stop_now(key)
+        if stopped is False:
+            return ControlReply(
+                ok=False,
+                op="passivate",
+                error=f"busy: messages to {key!r} kept running or queued; try again",
+            )
+        done = [InstanceInfo(key=key, state="passivated")] if stopped else []
+        if stopped:
+            log.info("instance %s/%s passivated by request", w.actor_type, key)
+        return ControlReply(ok=True, op="passivate", instances=done)
 
 
 def _loop_health(lag: float) -> ComponentHealth:

@@ -26,7 +26,8 @@ def add_agent_parsers(sub: Any) -> None:
     h.add_argument("--description", default="")
     h.add_argument("--prompt-arg", help="the tool argument the prompt text goes into")
     h.add_argument("--timeout", type=float, default=30.0, help="each tool call's timeout (s)")
-    h.add_argument("--heartbeat-interval", type=int, default=30)
+    h.add_argument("--heartbeat-interval", type=int, default=30, help="agent heartbeats (s)")
+    _add_supervised(h)
 
     b = sub.add_parser(
         "agent-bridge", help="serve Agent Protocol agents as tools (agent-<name>.prompt)"
@@ -35,9 +36,20 @@ def add_agent_parsers(sub: Any) -> None:
     b.add_argument(
         "--rediscover", type=float, default=30.0, help="look for new agents this often (s)"
     )
+    _add_supervised(b)
 
     a = sub.add_parser("agents", help="list the Agent Protocol agents on the broker")
     a.add_argument("--json", action="store_true")
+
+
+def _add_supervised(p: Any) -> None:
+    """Options of a supervised child (see `_supervised`); a `command` child of the
+    supervisor gets its worker id and child name from the environment too."""
+    p.add_argument("--worker-id", default=None, help="supervised: this process's worker id")
+    p.add_argument("--supervisor-child", default="", help="supervised: the child's name")
+    p.add_argument(
+        "--worker-heartbeat", type=float, default=None, help="supervised: worker heartbeats (s)"
+    )
 
 
 async def run_agent_command(args: argparse.Namespace, url: str, prefix: str) -> int:
@@ -70,6 +82,7 @@ async def _list(mesh: Any, *, as_json: bool) -> int:
 
 async def _host(mesh: Any, args: argparse.Namespace) -> int:
     from ._host import AgentHost, AgentHostConfig
+    from ._supervised import gateway_class, run_supervised, supervisor_child
 
     config = AgentHostConfig(
         tool=args.tool,
@@ -83,24 +96,48 @@ async def _host(mesh: Any, args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
     )
     async with AgentHost(mesh, config) as host:
-        print(f"agent {host.subjects.subject('prompt')} serves tool {args.tool}", flush=True)
-        await _until_signal(None)
-    return 0
+        subject = host.subjects.subject("prompt")
+        print(f"agent {subject} serves tool {args.tool}", flush=True)
+        child = supervisor_child(args.supervisor_child)
+        if not child:
+            await _until_signal(None)
+            return 0
+        gateway = gateway_class(f"agent_host-{args.name}", "host", lambda: [subject])
+        return await run_supervised(
+            mesh, gateway, asyncio.Event().wait(), child=child,
+            worker_id=args.worker_id, heartbeat_interval=args.worker_heartbeat,
+        )  # fmt: skip
 
 
 async def _bridge(mesh: Any, args: argparse.Namespace) -> int:
     from ._bridge import AgentBridge, tool_name
+    from ._supervised import gateway_class, run_supervised, supervisor_child
 
     only = set(args.agent) if args.agent else None
     async with AgentBridge(mesh) as bridge:
+        served: list[str] = []
 
         async def rediscover() -> None:
             for info in await bridge.add_discovered(only=only):
+                served.append(tool_name(info.agent))
                 print(f"{tool_name(info.agent)} -> {info.prompt_subject}", flush=True)
 
         await rediscover()
-        await _until_signal((args.rediscover, rediscover))
-    return 0
+        child = supervisor_child(args.supervisor_child)
+        if not child:
+            await _until_signal((args.rediscover, rediscover))
+            return 0
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(args.rediscover)
+                await rediscover()
+
+        gateway = gateway_class("agent_bridge", "bridge", lambda: list(served))
+        return await run_supervised(
+            mesh, gateway, loop(), child=child,
+            worker_id=args.worker_id, heartbeat_interval=args.worker_heartbeat,
+        )  # fmt: skip
 
 
 async def _until_signal(every: tuple[float, Callable[[], Awaitable[None]]] | None) -> None:

@@ -4,11 +4,14 @@ One worker process per external server holds its MCP client session (the
 official SDK, over stdio or streamable HTTP). At start it lists the server's
 tools and publishes each as `mcp.<server>.<tool>` in the tool registry, routed
 to its own keyless actor type `mcp-<server>`: a call is an ask through that
-type's durable mailbox like any tool call (deadline, metrics, dead letters), and
-the handler checks the caller's grant on the MCP tool's own name before it
-forwards the call. When the session breaks (the server died, the URL stopped
-answering) the worker stops and the process exits 1, so its supervisor
-restarts it, with a fresh session and a fresh listing.
+type's durable mailbox like any tool call. Each handler carries its tool's spec
+(`ToolOptions(spec=...)`, as `@tool` gives one), so the worker treats it as any
+`@tool` handler: the grant on `mcp.<server>.<tool>` checked by the worker's gate,
+approvals held in the approvals bucket, the deadline, the per-tool metrics and the
+`execute_tool` spans are the ones every tool gets; no check of its own here.
+When the session breaks (the server died, the URL stopped answering) the
+worker stops and the process exits 1, so its supervisor restarts it, with a
+fresh session and a fresh listing.
 """
 
 from __future__ import annotations
@@ -32,13 +35,11 @@ from actormesh import (
     Mesh,
     Message,
     SupervisionPolicy,
-    ToolDenied,
-    ToolRejected,
     ToolSpec,
     Worker,
     WorkerConfig,
 )
-from actormesh.lowlevel import Hdr
+from actormesh._tools._declare import TOOL_ATTR, ToolOptions
 
 __all__ = ["McpServerSpec", "McpToolFailed", "actor_class", "serve", "tool_specs"]
 
@@ -132,20 +133,6 @@ def _result_value(tool: str, result: Any) -> Any:
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result.content]
 
 
-async def _admit(ctx: Context, name: str) -> None:
-    """The caller's grant on the MCP tool's own name (the worker's gate knows only
-    `@tool` handlers). A grant that asks for an operator's approval is refused:
-    this worker does not hold calls for approval, so it must not run them."""
-    grants = ctx.mesh.tools.grants
-    principal = ctx.headers.get(Hdr.PRINCIPAL, "")
-    if not (
-        grants.allowed_now(principal, name) or await grants.allowed(principal, name, fresh=True)
-    ):
-        raise ToolDenied(name, principal)
-    if await grants.needs_approval(principal, name):
-        raise ToolRejected(name, "MCP client tools do not support approvals yet")
-
-
 def _message_type(tag: str, schema: dict[str, Any]) -> tuple[type[Message], dict[str, str]]:
     """A Message type for the tool's arguments (tagged `tag`), and its fields' JSON names:
     every property optional here (the bus validated the arguments against the schema)."""
@@ -158,10 +145,10 @@ def _message_type(tag: str, schema: dict[str, Any]) -> tuple[type[Message], dict
 
 
 def _handler(
-    session: _Session, tool: str, name: str, names: dict[str, str], struct: type
+    session: _Session, tool: str, spec: ToolSpec, names: dict[str, str], struct: type
 ) -> Callable[..., Any]:
     async def handle(self: Actor, msg: Any, ctx: Context) -> Any:
-        await _admit(ctx, name)
+        # Runs only once the worker's gate admitted the call (grant, approval).
         args = {
             json: value
             for attr, json in names.items()
@@ -170,6 +157,7 @@ def _handler(
         return await session.call(tool, args, ctx.deadline)
 
     handle.__annotations__ = {"msg": struct, "ctx": Context, "return": Any}
+    setattr(handle, TOOL_ATTR, ToolOptions(spec=spec))
     return handle
 
 
@@ -190,9 +178,9 @@ def actor_class(spec: McpServerSpec, tools: list[Any], session: _Session) -> typ
         # A refused or failed call is the caller's answer, not the process's failure.
         "supervision": SupervisionPolicy(on_error="resume", max_failing_keys=10_000),
     }
-    for t, method in zip(tools, _methods(tools), strict=True):
-        struct, names = _message_type(spec.tool_name(t.name), t.input_schema or {})
-        namespace[method] = _handler(session, t.name, spec.tool_name(t.name), names, struct)
+    for t, method, tool in zip(tools, _methods(tools), tool_specs(spec, tools), strict=True):
+        struct, names = _message_type(tool.name, t.input_schema or {})
+        namespace[method] = _handler(session, t.name, tool, names, struct)
     return type(f"Mcp_{spec.name.replace('-', '_')}", (Actor,), namespace)
 
 
@@ -300,25 +288,21 @@ async def serve(mesh: Mesh, spec: McpServerSpec, config: WorkerConfig) -> int:
             worker, env=os.environ, metrics_port=config.metrics_port, api_spans=True
         )
         try:
-            return await _run(mesh, spec, tools, session, worker)
+            return await _run(spec, tools, session, worker)
         finally:
             await obs.close()
 
 
-async def _run(
-    mesh: Mesh, spec: McpServerSpec, tools: list[Any], session: _Session, worker: Worker
-) -> int:
-    """Run the worker; publish the tools once it serves; stop it when the session breaks."""
+async def _run(spec: McpServerSpec, tools: list[Any], session: _Session, worker: Worker) -> int:
+    """Run the worker (its start publishes the tools, as any tool worker's does);
+    stop it when the session breaks."""
     run = asyncio.create_task(worker.run())
     watch: asyncio.Task[None] | None = None
     try:
-        # Published once the mailbox exists, so a listed tool can be called.
         # (The worker has no "started" event to wait on.)
         while worker.status == "starting" and not run.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if not run.done():
-            await mesh.tools.publish(tool_specs(spec, tools))
-            await mesh.tools.grants.watch(wait=5.0)
             log.info("MCP server %s: %d tools as mcp.%s.*", spec.name, len(tools), spec.name)
             watch = asyncio.create_task(_watch(session, worker))
         code = await run

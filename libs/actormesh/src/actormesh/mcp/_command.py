@@ -17,11 +17,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from actormesh import Mesh, __version__
+from actormesh import ConfigError, Mesh, __version__
 
 from ._auth import BearerAuth, init_tokens, load_tokens
 
@@ -39,10 +39,16 @@ def add_mcp_parser(sub: Any) -> None:
         "--tokens", help="--http: TOML/JSON file with a [tokens] table: token = principal"
     )
     m.add_argument(
+        "--config",
+        metavar="MESH_TOML",
+        help="--http: take tokens from this mesh file's [mcp] section (`tokens_file`, "
+        "`tokens`), besides --tokens",
+    )
+    m.add_argument(
         "--init-tokens",
         metavar="PRINCIPAL",
-        help="--http: if the --tokens file does not exist, create it (mode 600) with one "
-        "random token for PRINCIPAL",
+        help="--http: if the tokens file (--tokens, else [mcp] tokens_file) does not exist, "
+        "create it (mode 600) with one random token for PRINCIPAL",
     )
     m.add_argument("--host", default="127.0.0.1", help="--http: address (default loopback)")
     m.add_argument("--port", type=int, default=8790, help="--http: port (default 8790)")
@@ -63,28 +69,68 @@ def _fail(message: str) -> int:
 async def run_mcp(args: argparse.Namespace, url: str, prefix: str) -> int:
     if args.stdio and not args.principal:
         return _fail("give --principal NAME with --stdio (who the client calls as)")
-    if args.http and not args.tokens:
-        return _fail("give --tokens FILE with --http (see `actormesh mcp --help`)")
-    tokens: dict[str, str] = {}
-    if args.http:
-        path = Path(args.tokens)
-        if args.init_tokens and init_tokens(path, args.init_tokens):
-            print(
-                f"actormesh mcp: created {path} with a token for {args.init_tokens!r} "
-                "(read it there)",
-                file=sys.stderr,
-            )
-        tokens = load_tokens(path)
+    if args.http and not (args.tokens or args.config):
+        return _fail(
+            "give --tokens FILE or --config MESH_TOML with --http (see `actormesh mcp --help`)"
+        )
+    tokens = _http_tokens(args) if args.http else {}
     mesh = await Mesh.connect(url, prefix=prefix, name="actormesh-mcp", connect_wait=3.0)
+    tracer, flush = _tracing(mesh)
     try:
         if args.stdio:
-            return await _stdio(mesh, args)
-        return await _http(mesh, args, tokens)
+            return await _stdio(mesh, args, tracer)
+        return await _http(mesh, args, tokens, tracer)
     finally:
+        flush()
         await mesh.close()
 
 
-async def _stdio(mesh: Mesh, args: argparse.Namespace) -> int:
+def _tracing(mesh: Mesh) -> tuple[Any, Callable[[], None]]:
+    """Traces as the OTEL_* environment says (none configured: no tracer, no cost):
+    the server's own `tools/call` spans, and the mesh's spans of each call, through
+    one OpenTelemetry SDK provider; and what flushes it at exit."""
+    from actormesh.observability import TracingConfig
+
+    config = TracingConfig.from_env(os.environ)
+    if not config.enabled:
+        return None, lambda: None
+    from actormesh.observability import build_tracer_provider, instrument
+
+    provider = build_tracer_provider(config, service_name="actormesh-mcp")
+    instrument(mesh, provider)
+    return provider.get_tracer("actormesh.mcp", __version__), provider.shutdown
+
+
+def _http_tokens(args: argparse.Namespace) -> dict[str, str]:
+    """The token → principal mapping: the --tokens file, and the mesh file's `[mcp]`
+    section (its tokens file and its own `tokens`). Never printed nor logged."""
+    section = None
+    if args.config:
+        from actormesh._meshfile import load
+
+        section = load(args.config).mcp
+    files = [Path(args.tokens)] if args.tokens else []
+    if section is not None and section.tokens_file:
+        files.append(Path(section.tokens_file))
+    if args.init_tokens and files and init_tokens(files[0], args.init_tokens):
+        print(
+            f"actormesh mcp: created {files[0]} with a token for {args.init_tokens!r} "
+            "(read it there)",
+            file=sys.stderr,
+        )
+    tokens: dict[str, str] = {}
+    for path in files:
+        tokens.update(load_tokens(path))
+    if section is not None:
+        tokens.update(section.tokens)
+    if not tokens:
+        raise ConfigError(
+            f"{args.config}: no MCP tokens: give [mcp] tokens_file or a [mcp.tokens] table"
+        )
+    return tokens
+
+
+async def _stdio(mesh: Mesh, args: argparse.Namespace, tracer: Any) -> int:
     from mcp.server.stdio import stdio_server
 
     from ._server import build_server, fixed_principal
@@ -94,19 +140,24 @@ async def _stdio(mesh: Mesh, args: argparse.Namespace) -> int:
         principal_of=fixed_principal(args.principal),
         call_timeout=args.call_timeout,
         version=__version__,
+        tracer=tracer,
     )
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
     return 0
 
 
-async def _http(mesh: Mesh, args: argparse.Namespace, tokens: dict[str, str]) -> int:
+async def _http(mesh: Mesh, args: argparse.Namespace, tokens: dict[str, str], tracer: Any) -> int:
     import uvicorn
 
     from ._server import build_server, http_principal
 
     server = build_server(
-        mesh, principal_of=http_principal, call_timeout=args.call_timeout, version=__version__
+        mesh,
+        principal_of=http_principal,
+        call_timeout=args.call_timeout,
+        version=__version__,
+        tracer=tracer,
     )
     app = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
     config = uvicorn.Config(

@@ -9,6 +9,14 @@ caller. A mesh error comes back as an MCP tool error (`isError: true`) whose
 text starts with the mesh's error code (`tool_denied: ...`), so a model reading
 it can tell a refusal from a failure.
 
+With a `tracer` (an OpenTelemetry API tracer: `actormesh mcp` makes one from the
+OTEL_* environment), each `tools/call` runs in a SERVER span of this process,
+`tools/call <tool>` (the MCP semantic conventions' name and `mcp.*`, `gen_ai.*`
+attributes), the child of the caller's trace context when the request's `_meta`
+carries W3C `traceparent`/`tracestate`; the mesh's spans of the call (the bus's
+`execute_tool`, the ask, the worker's) are its children. Without a tracer, the
+caller's trace context is passed on as it is, so the mesh still continues it.
+
 Who the caller is depends on the transport: on stdio, the principal the
 process was started with; over streamable HTTP, the principal its bearer token
 maps to (`_auth`), read from the request this message came with.
@@ -16,8 +24,9 @@ maps to (`_auth`), read from the request this message came with.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import mcp.types as types
@@ -29,6 +38,8 @@ from actormesh import ActorMeshError
 from ._auth import PRINCIPAL_SCOPE_KEY
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
     from actormesh import Mesh
 
 __all__ = ["TRACE_KEYS", "build_server", "fixed_principal", "http_principal"]
@@ -78,6 +89,49 @@ def _trace_headers(meta: Any) -> dict[str, str]:
     return {k: v for k in TRACE_KEYS if isinstance(v := meta.get(k), str) and v}
 
 
+@contextlib.contextmanager
+def _server_span(
+    tracer: Tracer | None, ctx: ServerRequestContext[Any, Any], tool: str
+) -> Iterator[tuple[Span | None, dict[str, str]]]:
+    """The `tools/call` SERVER span (None without a tracer), current inside, and the
+    trace headers the mesh call carries: the span's context, or the caller's."""
+    caller = _trace_headers(ctx.meta)
+    if tracer is None:
+        yield None, caller
+        return
+    from opentelemetry.propagate import extract, inject
+    from opentelemetry.trace import SpanKind
+
+    attributes: dict[str, Any] = {
+        "mcp.method.name": "tools/call",
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool,
+        "rpc.system": "jsonrpc",
+    }
+    if ctx.request_id is not None:
+        attributes["jsonrpc.request.id"] = str(ctx.request_id)
+    with tracer.start_as_current_span(
+        f"tools/call {tool}",
+        context=extract(caller),  # the caller's, when there is one; else a new trace
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=True,
+    ) as span:
+        headers: dict[str, str] = {}
+        inject(headers)
+        yield span, headers
+
+
+def _failed(span: Span | None, exc: ActorMeshError) -> None:
+    if span is None:
+        return
+    from opentelemetry.trace import StatusCode
+
+    span.set_attribute("error.type", exc.code)
+    span.set_status(StatusCode.ERROR, exc.code)
+
+
 def _error(exc: ActorMeshError) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(text=f"{exc.code}: {exc}")],
@@ -86,9 +140,15 @@ def _error(exc: ActorMeshError) -> types.CallToolResult:
 
 
 def build_server(
-    mesh: Mesh, *, principal_of: PrincipalOf, call_timeout: float, version: str = ""
+    mesh: Mesh,
+    *,
+    principal_of: PrincipalOf,
+    call_timeout: float,
+    version: str = "",
+    tracer: Tracer | None = None,
 ) -> Server[Any]:
-    """An MCP server answering `tools/list` and `tools/call` from `mesh.tools`."""
+    """An MCP server answering `tools/list` and `tools/call` from `mesh.tools`
+    (each call in a span of `tracer`'s, if given)."""
 
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -99,16 +159,18 @@ def build_server(
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        try:
-            result = await mesh.tools.call(
-                params.name,
-                params.arguments or {},
-                principal=principal_of(ctx),
-                timeout=call_timeout,
-                headers=_trace_headers(ctx.meta) or None,
-            )
-        except ActorMeshError as exc:
-            return _error(exc)
+        with _server_span(tracer, ctx, params.name) as (span, headers):
+            try:
+                result = await mesh.tools.call(
+                    params.name,
+                    params.arguments or {},
+                    principal=principal_of(ctx),
+                    timeout=call_timeout,
+                    headers=headers or None,
+                )
+            except ActorMeshError as exc:
+                _failed(span, exc)
+                return _error(exc)
         return types.CallToolResult(
             content=[types.TextContent(text=json.dumps(result))],
             structured_content={"result": result},

@@ -48,9 +48,12 @@ PROCESS = "process"
 
 
 def mailbox_parts(destination: str) -> tuple[str, str, str] | None:
-    """(template, actor type, key) of a mailbox subject `<prefix>.mbox.<type>.<key>`."""
+    """(template, actor type, key) of a mailbox subject `<prefix>.mbox.<type>.<key>`
+    (or `<prefix>.mbox.<type>.<level>.<key>`, a message sent with a priority)."""
     base, _, key = destination.rpartition(".")
     parts = base.split(".")
+    if len(parts) == 4 and parts[3] in ("high", "low"):
+        parts.pop()
     if len(parts) != 3 or parts[1] != "mbox" or not key:
         return None
     return base + ".*", parts[2], key

@@ -1,4 +1,5 @@
-"""pytest fixtures: `nats_broker` (session), `nats_url`, `mesh_prefix`, `mesh`.
+"""pytest fixtures: `nats_broker` (session), `nats_url`, `mesh_prefix`, `mesh`, and
+`nats_cluster` (a 3-node JetStream cluster of this test's own).
 
 Enable with ``-p actormesh.testing.pytest_plugin`` (this repository's
 pyproject does) or ``pytest_plugins = ["actormesh.testing.pytest_plugin"]``.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from .._cluster import NatsCluster
 from .._mesh import Mesh
 from ._harness import Broker, broker, unique_prefix
 
@@ -21,6 +24,14 @@ async def nats_broker() -> AsyncIterator[Broker]:
     """One real nats-server for the session (or the one `NATS_URL` names)."""
     async with broker() as b:
         yield b
+
+
+@pytest_asyncio.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """A 3-node JetStream cluster for this test alone (tests kill and pause its
+    nodes), its stores under `tmp_path`."""
+    async with NatsCluster(nodes=3, store_root=tmp_path / "cluster") as cluster:
+        yield cluster
 
 
 @pytest.fixture

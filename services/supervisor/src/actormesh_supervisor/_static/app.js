@@ -216,6 +216,7 @@ function render(snap) {
   }
   renderSummary(snap);
   renderWorkers(snap);
+  renderHosts(snap);
   renderMailboxes(snap);
   renderTools(snap);
   renderDlqTypes(snap);
@@ -403,6 +404,53 @@ function tickAges() {
 }
 setInterval(tickAges, 250);
 
+// -- the tree across hosts (a root supervisor) -----------------------------------------
+// Each host supervisor's tree, from its heartbeats: groups and their workers. No
+// buttons in it, so it is simply rebuilt at every update.
+
+function renderHosts(snap) {
+  const tree = snap.tree;
+  const panel = $("hosts-panel");
+  panel.hidden = !tree || tree.role !== "root";
+  if (panel.hidden) return;
+  setText($("hosts-meta"),
+    `· root ${tree.host} · ${tree.strategy.replaceAll("_", " ")} · restarts ${tree.restarts_in_window}/${tree.intensity} in ${tree.period}s` +
+      (tree.escalated ? " · escalated" : ""));
+  const rows = [];
+  for (const host of tree.hosts) {
+    rows.push(h("tr", { class: `host-row ${host.state === "running" ? "" : "failed"}`, dataset: { host: host.host } },
+      h("td", {}, h("b", {}, host.host), h("span", { class: "detail" }, ` ${host.supervisor} · ${host.backend}`),
+        host.dashboard ? h("a", { class: "detail", href: host.dashboard, target: "_blank", rel: "noopener" }, " dashboard") : null),
+      h("td", { "data-field": "state" }, pill(host.state)),
+      h("td", { class: "num" }, ago(host.hb_age)),
+      h("td", { class: "num" }, `${host.restarts_in_window}/${host.intensity}`),
+      h("td", { class: "num" }, `${host.escalations} / ${host.orders}`),
+      h("td", { class: "num" }, host.pid),
+      h("td", { class: "detail" }, host.failed_reason || host.note || "")));
+    for (const g of host.groups) {
+      rows.push(h("tr", { class: "tree-group", dataset: { host: host.host, group: g.name } },
+        h("td", {}, "\u2003", h("b", {}, g.name), h("span", { class: "tag strong" }, g.strategy.replaceAll("_", " "))),
+        h("td", {}, pill(g.status === "ok" ? "ok" : g.status === "failed" ? "failed" : "starting")),
+        h("td", {}),
+        h("td", { class: "num" }, `${g.restarts_in_window}/${g.intensity}`),
+        h("td", {}), h("td", {}),
+        h("td", { class: "detail bad" }, g.failed_reason || "")));
+      for (const w of g.workers) {
+        rows.push(h("tr", { class: "tree-worker", dataset: { host: host.host, worker: w.id } },
+          h("td", {}, "\u2003\u2003", h("span", { class: "wid" }, w.id), h("span", { class: "detail" }, ` ${w.actor_type || w.child}`)),
+          h("td", { "data-field": "health" }, pill(w.health)),
+          h("td", {}),
+          h("td", { class: "num" }, w.restarts),
+          h("td", { class: "num" }, w.failures),
+          h("td", { class: "num" }, w.pid || "—"),
+          h("td", { class: "detail" }, w.last_failure || "")));
+      }
+    }
+  }
+  if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No host supervisor has sent a heartbeat yet.")));
+  $("hosts-body").replaceChildren(...rows);
+}
+
 function renderMailboxes(snap) {
   const body = $("mailboxes-body");
   if (!snap.mailboxes.length) {
@@ -418,6 +466,7 @@ function renderMailboxes(snap) {
     h("td", { class: `num ${m.dead_letters ? "bad-text" : ""}` }, fmt(m.dead_letters)),
     h("td", {}, m.error ? h("span", { class: "pill idle", title: m.error }, "none")
       : m.stalled ? h("span", { class: "pill bad" }, `stalled ${m.stalled_for}s`)
+      : m.paused ? h("span", { class: "pill warn", title: "paused: messages wait (see Lifecycle)" }, "paused")
       : h("span", { class: "pill ok" }, `${m.consumers} consumer${m.consumers === 1 ? "" : "s"}`)))));
 }
 
@@ -477,7 +526,9 @@ function addEvent(ev, fresh) {
 }
 
 function eventItem(ev, fresh) {
-  const who = ev.worker || ev.group || ev.source;
+  // A root's events about a host supervisor name it in `detail.host`.
+  const host = ev.detail && ev.detail.host ? `host ${ev.detail.host}` : "";
+  const who = ev.worker || (host && ev.group ? `${host} · ${ev.group}` : host) || ev.group || ev.source;
   const scope = ev.detail && ev.detail.scope ? ` (${ev.detail.scope})` : "";
   const cause = ev.detail && ev.detail.cause ? `${ev.detail.cause}` : "";
   const why = [cause && cause !== ev.reason ? cause : "", ev.reason].filter(Boolean).join(": ");
@@ -487,7 +538,8 @@ function eventItem(ev, fresh) {
     h("span", {}, h("span", { class: `pill ${KIND[ev.kind] || "idle"}` }, ev.kind.replace("_", " ") + scope)),
     h("span", { class: "what" }, h("span", { class: "who" }, who), by,
       ev.group && ev.worker ? h("span", { class: "muted" }, ` · ${ev.group}`) : null,
-      why ? h("span", { class: "why" }, why) : null));
+      why ? h("span", { class: "why" }, why) : null,
+      typeof traceLink === "function" && ev.detail ? traceLink(traceIdOf(ev.detail.traceparent)) : null));
 }
 
 function renderTimeline() {
@@ -566,6 +618,7 @@ async function showDlq(seq) {
     h("pre", { "data-field": "payload" }, pretty(d.payload)),
     h("div", { class: "muted" }, "Headers"),
     h("pre", {}, headers || "—"),
+    typeof traceRow === "function" ? traceRow(d.headers) : null,
     h("div", { class: "tools" },
       h("button", {
         class: "btn primary", "data-needs-login": true,
