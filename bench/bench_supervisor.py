@@ -188,7 +188,7 @@ async def recovery(url: str, *, kills: int, stops: int) -> dict[str, Any]:
     mesh = await Mesh.connect(url, prefix=PREFIX)
     run = _Recovery()
     await mesh.nc.subscribe(f"{PREFIX}.bench.handled", cb=run.on_handled)
-    await mesh.nc.subscribe(f"{PREFIX}.sys.evt.failed", cb=run.on_failed)
+    await mesh.nc.subscribe(f"{PREFIX}.sys.evt.failed.*", cb=run.on_failed)
     await mesh.nc.subscribe(f"{PREFIX}.sys.hb.stamp.>", cb=run.on_hb)
     task = asyncio.ensure_future(run.sender(mesh))
     try:

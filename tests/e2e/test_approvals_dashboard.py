@@ -18,11 +18,9 @@ from playwright.async_api import Browser, Locator, Page, expect
 from actormesh import Mesh, ToolRejected
 from tests.actors_approvals import ledger
 from tests.actors_supervisor import ROOT, TOKEN, meshfile, toml_text, wait_until, worker_env
-from tests.e2e.test_supervisor_dashboard import ARTIFACTS, browser
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
-
-__all__ = ["browser"]  # the fixture, shared with the dashboard's own e2e test
 
 
 async def _supervisor(config: Path, nats_url: str, runtime: Path) -> asyncio.subprocess.Process:

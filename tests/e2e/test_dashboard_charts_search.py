@@ -9,41 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import Hdr, ensure_mailbox
 from actormesh.testing import running_worker
 from actormesh_supervisor import Service
 from tests.actors_search import Inbox, Note, Poison
-from tests.actors_supervisor import ROOT, TOKEN, meshfile, options
+from tests.actors_supervisor import TOKEN, meshfile, options
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE}-b7ad6b7169203331-01"
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _points(page: Page, chart: str) -> int:

@@ -5,35 +5,18 @@ workers, types and instances on show. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from actormesh import Mesh
 from actormesh_supervisor import Service
 from tests.actors_state import Add, Ledger, Total
-from tests.actors_supervisor import ROOT, TOKEN, meshfile, options
+from tests.actors_supervisor import TOKEN, meshfile, options
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.mark.timeout(90)

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import Hdr
@@ -21,7 +19,6 @@ from actormesh.testing import running_worker
 from actormesh_supervisor import Service
 from tests.actors_split import Add, Tally
 from tests.actors_supervisor import (
-    ROOT,
     TOKEN,
     EventLog,
     child,
@@ -29,24 +26,9 @@ from tests.actors_supervisor import (
     options,
     wait_until,
 )
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _evil_site(target: str) -> tuple[web.AppRunner, str]:

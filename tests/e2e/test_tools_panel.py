@@ -4,37 +4,20 @@ the error rate and denials, live. Screenshot in test-artifacts/."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from prometheus_client import CollectorRegistry
 
 from actormesh import Mesh, ToolDenied, ToolFailed, Worker, WorkerConfig
 from actormesh.observability import WorkerMetrics
 from actormesh_supervisor import Service
-from tests.actors_supervisor import ROOT, TOKEN, meshfile, options, wait_until
+from tests.actors_supervisor import TOKEN, meshfile, options, wait_until
 from tests.actors_tool_obs import Scout
+from tests.e2e.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
-
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_tools_panel_shows_calls_latency_errors_and_denials(

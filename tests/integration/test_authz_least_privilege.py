@@ -1,8 +1,8 @@
 """Least privilege of the compose broker (issue 19), on a real nats-server running
 the config `actormesh authz` generates from docker/users.toml and
 docker/mesh.compose.toml: for every pair of worker users A != B, A's publishes to
-B's mailbox (unless a grant lets A call one of B's tools), to B's heartbeat and
-dead-letter subjects and to B's approval records, A's subscriptions to B's control
+B's mailbox (unless a grant lets A call one of B's tools), to B's heartbeat,
+dead-letter and event subjects and to B's approval records, A's subscriptions to B's control
 subject and mailbox, and A's attempts to consume B's mailbox are all refused,
 counted one by one (the broker's permissions violations, and no PubAck); while each
 worker, running under its own user, consumes its mailbox, heartbeats, records its
@@ -130,6 +130,8 @@ async def try_foreign(a: Attempts, user: str, other: str, other_id: str) -> None
         ops += [a.request(s.service_endpoint(t, "get")) for _ in range(EACH)]
     ops += [a.publish(s.heartbeat(t, other_id)) for _ in range(EACH)]
     ops += [a.js_publish(s.dlq(t)) for _ in range(EACH)]
+    # Record an event as that type (the events stream stores it, so no PubAck either).
+    ops += [a.js_publish(s.event("failed", t)) for _ in range(EACH)]
     # Decide the approval its tool calls wait for (records are named by type).
     ops += [a.js_publish(f"$KV.mesh_approvals.{t}.1") for _ in range(EACH)]
     # Answer its control requests, under its type or its id alone.
@@ -166,7 +168,7 @@ async def test_worker_users_are_refused_each_others_subjects(
             beats.setdefault(actor_type, worker)
 
         async def on_event(msg: Msg) -> None:
-            if msg.subject == "mesh.sys.evt.started":
+            if msg.subject.startswith("mesh.sys.evt.started."):
                 started.add(msgspec.json.decode(msg.data)["worker"])
 
         await sup.nc.subscribe(sup.subjects.heartbeat_all, cb=on_hb)
@@ -213,10 +215,10 @@ async def test_worker_users_are_refused_each_others_subjects(
             assert a.acked == [], (user, a.acked)
             assert a.refused() == a.expected, (user, a.expected - a.refused())
         refused = sum(sum(a.refused().values()) for a in tries.values())
-        # 100% of them: 12 ordered pairs, 22 attempts each (heartbeats, dead letters,
-        # approvals, control and consuming), and 10 more (mailbox, endpoint) for the 8
-        # pairs without a grant.
+        # 100% of them: 12 ordered pairs, 27 attempts each (heartbeats, dead letters,
+        # events, approvals, control and consuming), and 10 more (mailbox, endpoint)
+        # for the 8 pairs without a grant.
         pairs = len(WORKERS) * (len(WORKERS) - 1)
-        expected = pairs * (3 * EACH + 7) + (pairs - len(GRANTED)) * 2 * EACH
-        assert refused == total == expected == 344
+        expected = pairs * (4 * EACH + 7) + (pairs - len(GRANTED)) * 2 * EACH
+        assert refused == total == expected == 404
         assert await client.ref("counter", "k2").ask(Get(), timeout=10) == 1

@@ -113,7 +113,7 @@ async def listen(mesh: Mesh) -> Events:
     async def on_msg(msg: object) -> None:
         events.seen.append(decode(msg.data))  # type: ignore[attr-defined]
 
-    await mesh.nc.subscribe(mesh.subjects.event("*"), cb=on_msg)
+    await mesh.nc.subscribe(mesh.subjects.event("*", "*"), cb=on_msg)
     return events
 
 

@@ -367,7 +367,7 @@ async def test_handler_restart_policy_and_intensity(mesh: Mesh) -> None:
         await asyncio.wait_for(worker._done.wait(), 10)
         assert worker.exit_code == 3
     events = await mesh.js.get_last_msg(
-        mesh.subjects.events_stream, mesh.subjects.event("escalated")
+        mesh.subjects.events_stream, mesh.subjects.event("escalated", "crashy")
     )
     body = msgspec.json.decode(events.data or b"")
     assert body["kind"] == "escalated" and body["actor_type"] == "crashy"

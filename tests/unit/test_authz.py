@@ -116,8 +116,8 @@ def test_a_worker_answers_and_beats_only_as_its_own_type() -> None:
         others = {"vault", "relay", "plain"} - {name}
         for s in perm.subscribe:
             assert not any(f".{o}." in s or s.endswith(f".{o}") for o in others), (name, s)
-        # Events name their kind only: one token, any kind (see the module's docs).
-        assert [p for p in perm.publish if ".sys.evt." in p] == ["mesh.sys.evt.*"]
+        # Any kind of event, published under its own type only.
+        assert [p for p in perm.publish if ".sys.evt." in p] == [f"mesh.sys.evt.*.{name}"]
 
 
 def test_worker_permissions_follow_the_actor() -> None:

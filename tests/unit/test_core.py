@@ -96,7 +96,9 @@ def test_subjects() -> None:
     assert s.mailbox_stream("my-type") == "MESH_MBOX_MY_TYPE"
     assert s.heartbeat("counter", "w1") == "mesh.sys.hb.counter.w1"
     assert s.control("w1") == "mesh.sys.ctl.w1"
-    assert s.event("escalated") == "mesh.sys.evt.escalated"
+    assert s.event("escalated") == "mesh.sys.evt.escalated._supervisor"
+    assert s.event("failed", "counter") == "mesh.sys.evt.failed.counter"
+    assert s.events_of_kind("failed") == "mesh.sys.evt.failed.*"
     assert s.dlq("counter") == "mesh.dlq.counter"
     with pytest.raises(ConfigError):
         Subjects("bad.prefix")

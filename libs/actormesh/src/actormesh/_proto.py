@@ -204,8 +204,9 @@ def generate() -> dict[str, str]:
                 },
             },
             "events": {
-                "address": "{prefix}.sys.evt.{kind}",
-                "parameters": {"prefix": {}, "kind": {}},
+                # `by`: the publishing worker's actor type, or `_supervisor`.
+                "address": "{prefix}.sys.evt.{kind}.{by}",
+                "parameters": {"prefix": {}, "kind": {}, "by": {}},
                 "messages": {"event": msg("Event", "Event", "supervision and delivery events")},
             },
             "deadLetters": {

@@ -23,6 +23,10 @@ __all__ = [
     "stream_seq_of",
 ]
 
+#: The last token of the events the supervisor publishes (not an actor type:
+#: those start with a letter).
+SUPERVISOR_SOURCE = "_supervisor"
+
 #: The key token of keyless actors' messages.
 KEYLESS = "_"
 
@@ -126,8 +130,15 @@ class Subjects:
         user answer it (`actormesh authz`); a worker listens on both."""
         return f"{self.prefix}.sys.ctl.{actor_type}.{worker}"
 
-    def event(self, kind: str) -> str:
-        return f"{self.prefix}.sys.evt.{kind}"
+    def event(self, kind: str, by: str = SUPERVISOR_SOURCE) -> str:
+        """Where an event of `kind` published by `by` goes: a worker publishes under
+        its actor type, so a broker can let a type's user publish only its own
+        events (`actormesh authz`); the supervisor under `SUPERVISOR_SOURCE`."""
+        return f"{self.prefix}.sys.evt.{kind}.{by}"
+
+    def events_of_kind(self, kind: str) -> str:
+        """Every event of `kind`, whoever published it (to subscribe or filter)."""
+        return f"{self.prefix}.sys.evt.{kind}.*"
 
     # A supervision tree across hosts: each host supervisor heartbeats its tree to the
     # root, escalates to it, and takes the root's orders on its own control subject.

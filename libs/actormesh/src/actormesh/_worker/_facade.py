@@ -134,6 +134,15 @@ class Worker:
 
     def _make_dispatcher(self, base: str) -> Dispatcher:
         mailbox = self.spec.mailbox
+        common: dict[str, Any] = {
+            "keyless": self.spec.keyless,
+            "concurrency": self.config.concurrency,
+            "settler": self._settler,
+            "process": self._handling.process,
+            "accepting": lambda: self.status == "running",
+            "failed": self._failures,
+            "max_deliver": mailbox.max_deliver,
+        }
         if mailbox.priorities:
             if self.spec.state_type is not None:
                 raise ConfigError(
@@ -144,26 +153,11 @@ class Worker:
             dispatcher = PriorityDispatcher(
                 bases=level_bases(self.mesh.subjects, self.actor_type),
                 fairness=mailbox.priority_fairness,
-                keyless=self.spec.keyless,
-                concurrency=self.config.concurrency,
-                settler=self._settler,
-                process=self._handling.process,
-                accepting=lambda: self.status == "running",
-                failed=self._failures,
-                max_deliver=mailbox.max_deliver,
+                **common,
             )
             self._handling.key_of = dispatcher.key_of
             return dispatcher
-        return Dispatcher(
-            base=base,
-            keyless=self.spec.keyless,
-            concurrency=self.config.concurrency,
-            settler=self._settler,
-            process=self._handling.process,
-            accepting=lambda: self.status == "running",
-            failed=self._failures,
-            max_deliver=mailbox.max_deliver,
-        )
+        return Dispatcher(base=base, **common)
 
     def _partition_of(self, p: int | None) -> int | None:
         partitions = self.spec.mailbox.partitions

@@ -183,7 +183,9 @@ class StatusReporter:
             detail=detail or {},
         )
         try:
-            await w.mesh.publish(w.mesh.subjects.event(kind), _encoder.encode(evt), timeout=2.0)
+            await w.mesh.publish(
+                w.mesh.subjects.event(kind, w.actor_type), _encoder.encode(evt), timeout=2.0
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
