@@ -13,7 +13,10 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from actormesh import AskTimeout, BrokerUnavailable, Mesh, NoSuchActorType
+import nats.js.errors
+
+from actormesh import AskTimeout, BrokerUnavailable, DeadLetterInfo, Mesh, NoSuchActorType
+from actormesh.lowlevel import DeadLetters
 from tests.actors_cluster import Count, HowMany, Poison, Tallier
 
 __all__ = ["KEYS", "Load", "mailbox_empty", "poison", "total", "worker_process"]
@@ -142,3 +145,16 @@ async def poison(mesh: Mesh, n: int) -> None:
             return
         except BrokerUnavailable:
             await asyncio.sleep(0.2)
+
+
+async def dead_letters(mesh: Mesh, timeout: float = 30.0) -> list[DeadLetterInfo]:
+    """The type's dead letters, once JetStream answers again: just after the cut
+    heals, the API may say "temporarily unavailable" (503) for a few seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await DeadLetters(mesh).list(Tallier.actor_type)
+        except nats.js.errors.ServiceUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)

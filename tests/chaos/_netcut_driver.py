@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from actormesh import Mesh
-from actormesh.lowlevel import DeadLetters
 from tests.actors_cluster import Tallier
-from tests.chaos._failover_load import KEYS, Load, mailbox_empty, poison, total, worker_process
+from tests.chaos._failover_load import (
+    KEYS,
+    Load,
+    dead_letters,
+    mailbox_empty,
+    poison,
+    total,
+    worker_process,
+)
 
 
 async def stream_leader(mesh: Mesh, stream: str, timeout: float = 30.0) -> str:
@@ -81,7 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await load.settle(45)
             await mailbox_empty(mesh, 40)
             totals = {key: await total(mesh, key) for key in KEYS}
-            letters = await DeadLetters(mesh).list(Tallier.actor_type)
+            letters = await dead_letters(mesh)
         return {
             "replicas": replicas,
             "cut_leader": leader,

@@ -17,10 +17,17 @@ from pathlib import Path
 import pytest
 
 from actormesh import Mesh
-from actormesh.lowlevel import DeadLetters
 from actormesh.testing import NatsCluster, unique_prefix
 from tests.actors_cluster import Tallier
-from tests.chaos._failover_load import KEYS, Load, mailbox_empty, poison, total, worker_process
+from tests.chaos._failover_load import (
+    KEYS,
+    Load,
+    dead_letters,
+    mailbox_empty,
+    poison,
+    total,
+    worker_process,
+)
 
 pytestmark = [
     pytest.mark.chaos,
@@ -86,7 +93,7 @@ async def test_failover_loses_nothing_and_applies_each_tell_once(
             expected = Counter(load.acked.values())
             totals = {key: await total(mesh, key) for key in KEYS}
 
-            letters = await DeadLetters(mesh).list(Tallier.actor_type)
+            letters = await dead_letters(mesh)
         kill_s, pause_s = load.recovery(killed_at), load.recovery(paused_at)
         print(
             f"\ncluster failover: {load.sent} tells ({len(load.acked)} acked), "

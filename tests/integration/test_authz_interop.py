@@ -207,8 +207,16 @@ async def test_interop_children_under_generated_permissions(
         client = await stack.enter_async_context(
             Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http))
         )
-        names = {t.name for t in (await client.list_tools()).tools}
-        assert {"vault.deposit", "mcp.calc.add"} <= names
+        # The registry is read afresh on each list; asked again while the server's
+        # own view of it settles (a bound wait: a list that stays short fails).
+        wanted: set[str] = {"vault.deposit", "mcp.calc.add"}
+        names: set[str] = set()
+        for _ in range(60):
+            names = {t.name for t in (await client.list_tools()).tools}
+            if wanted <= names:
+                break
+            await asyncio.sleep(0.5)
+        assert wanted <= names, names
         added = await client.call_tool("mcp.calc.add", {"a": 2, "b": 3})
         # (the calc server's own structured content is {"result": 5})
         assert added.structured_content == {"result": {"result": 5}}, added

@@ -19,6 +19,7 @@ import signal
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -225,12 +226,45 @@ class NatsCluster:
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every running, unpaused node answers `$JS.API.INFO` without an
-        error: the cluster has a metadata leader and the node reaches it."""
+        error (the cluster has a metadata leader and the node reaches it), and a
+        stream with a replica on each of them can be placed: the leader knows them
+        all (until it does, such a create says "no suitable peers for placement")."""
         limit = self.ready_timeout if timeout is None else timeout
         live = [i for i in range(self.nodes) if self.running(i) and i not in self._paused]
         deadline = time.monotonic() + limit
         for i in live:
             await self._wait_node(i, deadline, limit)
+        if len(live) > 1:
+            await self._wait_placeable(self.servers[live[0]].url, len(live), deadline, limit)
+
+    async def _wait_placeable(self, url: str, replicas: int, deadline: float, limit: float) -> None:
+        name = f"AMPROBE_{uuid.uuid4().hex[:8]}"
+        config = json.dumps(
+            {"name": name, "subjects": [f"_amprobe.{name}"], "storage": "memory",
+             "num_replicas": replicas}
+        ).encode()  # fmt: skip
+        last = "no answer"
+        nc = await nats.connect(url, connect_timeout=2, name="cluster-ready")
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    msg = await nc.request(f"$JS.API.STREAM.CREATE.{name}", config, timeout=2)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    last = repr(exc)
+                else:
+                    answer = json.loads(msg.data)
+                    if "error" not in answer:
+                        with contextlib.suppress(nats.errors.Error, TimeoutError):
+                            await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"", timeout=2)
+                        return
+                    last = json.dumps(answer["error"])
+                await asyncio.sleep(_POLL)
+        finally:
+            await nc.close()
+        raise ActorMeshError(
+            f"JetStream cluster not ready within {limit:g}s: an R{replicas} stream "
+            f"cannot be placed yet ({last})"
+        )
 
     async def _wait_node(self, i: int, deadline: float, limit: float) -> None:
         last = "no answer"
