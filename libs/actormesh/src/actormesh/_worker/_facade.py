@@ -252,8 +252,7 @@ class Worker:
         if _nats.OVERRIDDEN and isinstance(mesh.nc, _nats.Client):
             # nats-py's internals are as `_nats` expects: acks (and replies) are written
             # directly.
-            self._settler.nc = mesh.nc
-            self._replies.direct = True
+            self._settler.nc = self._replies.nc = mesh.nc
         self._consumer = self._settler.consumer = PullConsumer(
             mesh.nc,
             stream=subjects.mailbox_stream(self.actor_type),

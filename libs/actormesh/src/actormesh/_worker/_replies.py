@@ -28,9 +28,10 @@ class Replies:
 
     def __init__(self, mesh: Mesh) -> None:
         self._mesh = mesh
-        #: Replies may skip nats-py's `publish` wrapper (set by the worker when the
-        #: connection is `actormesh._nats.Client` and its overrides are on).
-        self.direct = False
+        #: The connection replies are queued on directly, skipping nats-py's `publish`
+        #: wrapper (set by the worker when it is an `actormesh._nats.Client` with its
+        #: overrides on); None: `publish`.
+        self.nc: Client | None = None
 
     async def value(self, reply_to: str, value: Any) -> None:
         try:
@@ -62,10 +63,9 @@ class Replies:
         tracer = mesh.tracer
         try:
             if tracer is None:
-                nc = mesh.nc
+                nc = self.nc
                 if (
-                    self.direct
-                    and isinstance(nc, Client)
+                    nc is not None
                     and nc.is_connected
                     and not nc.is_draining_pubs
                     and len(data) <= nc.max_payload
@@ -77,7 +77,7 @@ class Replies:
                     if flush is not None:
                         await flush
                 else:
-                    await nc.publish(reply_to, data, headers=headers)
+                    await mesh.nc.publish(reply_to, data, headers=headers)
                 return
             headers = headers or {}
             with tracer.producer(destination=reply_to, headers=headers, operation="reply") as span:
