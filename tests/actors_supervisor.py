@@ -127,6 +127,18 @@ def options(nats_url: str, prefix: str, tmp: Path, mf: MeshFile, *, token: str =
     )  # fmt: skip
 
 
+async def api_get(svc: Any, path: str, **params: Any) -> Any:
+    """GET the supervisor's `api/<path>` with the dashboard token as bearer: its JSON
+    (a 200 asserted)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(svc.url + "api/" + path, params=params, headers=headers) as r,
+    ):
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
 def toml_text(mf: MeshFile) -> str:
     """mesh.toml for `mf` (msgspec writes TOML only with tomli_w, which we lack)."""
 

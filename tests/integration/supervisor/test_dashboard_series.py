@@ -6,41 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
-import pytest_asyncio
 
 from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import ensure_mailbox
 from actormesh.testing import running_worker
 from actormesh_supervisor import Service
 from tests.actors_search import Inbox, Note
-from tests.actors_supervisor import TOKEN, meshfile, options
+from tests.actors_supervisor import api_get
 
 pytestmark = pytest.mark.integration
-
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest_asyncio.fixture
-async def service(nats_url: str, mesh_prefix: str, tmp_path: Path) -> AsyncIterator[Service]:
-    mf = meshfile(mesh_prefix, [], backend="none")
-    async with Service(options(nats_url, mesh_prefix, tmp_path, mf, token=TOKEN)) as svc:
-        yield svc
-
-
-async def _series(svc: Service, **params: Any) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(svc.url + "api/series", params=params, headers=BEARER) as r,
-    ):
-        assert r.status == 200, await r.text()
-        data: dict[str, Any] = await r.json()
-        return data
 
 
 async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -72,7 +50,7 @@ async def test_series_follow_a_worker_under_load(service: Service, mesh: Mesh) -
             await asyncio.sleep(0.05)
 
     async def moving() -> bool:
-        latest.update(await _series(service, seconds=30))
+        latest.update(await api_get(service, "series", seconds=30))
         depth = latest["types"].get(Inbox.actor_type, {}).get("depth", [])
         charted = any(v is not None for v in depth)  # after the supervisor's mailbox poll
         return bool(_seen(latest, "handled")) and bool(_seen(latest, "p99")) and charted
@@ -85,7 +63,7 @@ async def test_series_follow_a_worker_under_load(service: Service, mesh: Mesh) -
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
-        data = await _series(service, seconds=60, actor_type=Inbox.actor_type)
+        data = await api_get(service, "series", seconds=60, actor_type=Inbox.actor_type)
         assert len(data["times"]) == 60 and data["times"][-1] - data["times"][0] == 59
         assert set(data["types"]) == {Inbox.actor_type}
         assert max(_seen(data, "p99")) >= max(_seen(data, "p50"))
@@ -96,5 +74,5 @@ async def test_series_follow_a_worker_under_load(service: Service, mesh: Mesh) -
         sparkline = data["workers"][worker.id]
         assert sparkline["actor_type"] == Inbox.actor_type
         assert len(sparkline["handled"]) == 60 and any(sparkline["handled"])
-    full = await _series(service)
+    full = await api_get(service, "series")
     assert len(full["times"]) == full["capacity"] == 900

@@ -8,43 +8,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import Hdr, ensure_mailbox
 from actormesh.testing import running_worker
 from actormesh_supervisor import Service
 from tests.actors_search import Inbox, Note, PartitionedInbox, Poison
-from tests.actors_supervisor import TOKEN, meshfile, options, wait_until
+from tests.actors_supervisor import TOKEN, api_get, wait_until
 
 pytestmark = pytest.mark.integration
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest_asyncio.fixture
-async def service(nats_url: str, mesh_prefix: str, tmp_path: Path) -> AsyncIterator[Service]:
-    mf = meshfile(mesh_prefix, [], backend="none")
-    async with Service(options(nats_url, mesh_prefix, tmp_path, mf, token=TOKEN)) as svc:
-        yield svc
-
-
-async def _search(svc: Service, **params: Any) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(svc.url + "api/search", params=params, headers=BEARER) as r,
-    ):
-        assert r.status == 200, await r.text()
-        data: dict[str, Any] = await r.json()
-        return data
 
 
 async def _state(mesh: Mesh, stream: str) -> tuple[Any, ...]:
@@ -74,13 +54,17 @@ async def test_search_a_mailbox_by_key_id_and_seq_consumes_nothing(
         )
     before = await _state(mesh, stream)
 
-    by_key = await _search(service, where="mailbox", actor_type=actor.actor_type, by="key", q="k1")
+    by_key = await api_get(
+        service, "search", where="mailbox", actor_type=actor.actor_type, by="key", q="k1"
+    )
     assert [m["key"] for m in by_key["messages"]] == ["k1"] * 3
     assert all('"n' in m["preview"] for m in by_key["messages"])
     assert sorted(m["msg_id"] for m in by_key["messages"]) == ["m-1", "m-5", "m-9"]
     assert by_key["incomplete"] is False
 
-    by_id = await _search(service, where="mailbox", actor_type=actor.actor_type, by="id", q="m-7")
+    by_id = await api_get(
+        service, "search", where="mailbox", actor_type=actor.actor_type, by="id", q="m-7"
+    )
     [found] = by_id["messages"]
     assert found["headers"][Hdr.MSG_ID] == "m-7"
     assert found["trace_id"] == TRACE
@@ -88,14 +72,21 @@ async def test_search_a_mailbox_by_key_id_and_seq_consumes_nothing(
     assert found["key"] == "k3" and found["stream"] == stream
     assert by_id["scanned"] <= 13  # at most the stream, then the end
 
-    by_seq = await _search(
-        service, where="mailbox", actor_type=actor.actor_type, by="seq", q=str(found["seq"])
+    by_seq = await api_get(
+        service,
+        "search",
+        where="mailbox",
+        actor_type=actor.actor_type,
+        by="seq",
+        q=str(found["seq"]),
     )
     assert [m["msg_id"] for m in by_seq["messages"]] == ["m-7"]
-    none = await _search(service, where="mailbox", actor_type=actor.actor_type, by="id", q="m-99")
+    none = await api_get(
+        service, "search", where="mailbox", actor_type=actor.actor_type, by="id", q="m-99"
+    )
     assert none["messages"] == [] and none["incomplete"] is False
-    limited = await _search(
-        service, where="mailbox", actor_type=actor.actor_type, by="key", q="k2", limit=2
+    limited = await api_get(
+        service, "search", where="mailbox", actor_type=actor.actor_type, by="key", q="k2", limit=2
     )
     assert len(limited["messages"]) == 2 and limited["incomplete"] is True
 
@@ -131,22 +122,26 @@ async def test_search_the_dead_letters_by_key_id_and_seq(service: Service, mesh:
         seqs.append(receipt.seq)
     before = await _state(mesh, s.dlq_stream)
 
-    by_key = await _search(service, where="dlq", actor_type="searchinbox", by="key", q="user-1")
+    by_key = await api_get(
+        service, "search", where="dlq", actor_type="searchinbox", by="key", q="user-1"
+    )
     assert [(m["seq"], m["key"]) for m in by_key["messages"]] == [(seqs[0], "user-1")]
     assert by_key["messages"][0]["trace_id"] == TRACE
-    every_type = await _search(service, where="dlq", by="key", q="user-1")
+    every_type = await api_get(service, "search", where="dlq", by="key", q="user-1")
     assert [m["seq"] for m in every_type["messages"]] == [seqs[0], seqs[2]]
 
-    by_id = await _search(service, where="dlq", by="id", q="dead-1")
+    by_id = await api_get(service, "search", where="dlq", by="id", q="dead-1")
     [binary] = by_id["messages"]
     assert binary["encoding"] == "hex"
     assert binary["preview"].startswith("00000000  82 a4 74 79 70 65")
     assert binary["headers"][Hdr.ERROR_CODE] == "handler_error"
 
-    by_seq = await _search(service, where="dlq", by="seq", q=str(seqs[2]))
+    by_seq = await api_get(service, "search", where="dlq", by="seq", q=str(seqs[2]))
     assert [m["msg_id"] for m in by_seq["messages"]] == ["dead-2"]
     # A sequence of another type's dead letter is not shown under this type.
-    scoped = await _search(service, where="dlq", actor_type="searchinbox", by="seq", q=str(seqs[2]))
+    scoped = await api_get(
+        service, "search", where="dlq", actor_type="searchinbox", by="seq", q=str(seqs[2])
+    )
     assert scoped["messages"] == []
 
     assert await _state(mesh, s.dlq_stream) == before
@@ -168,19 +163,19 @@ async def test_a_worker_dead_letter_is_found_by_the_senders_id_with_its_trace(
         )
 
         async def dead() -> bool:
-            found = await _search(service, where="dlq", by="id", q="poison-1")
+            found = await api_get(service, "search", where="dlq", by="id", q="poison-1")
             return bool(found["messages"])
 
         deadline = time.monotonic() + 20
         while not await dead():
             assert time.monotonic() < deadline, "the poison message was not dead-lettered"
             await asyncio.sleep(0.2)
-    [letter] = (await _search(service, where="dlq", by="id", q="poison-1"))["messages"]
+    [letter] = (await api_get(service, "search", where="dlq", by="id", q="poison-1"))["messages"]
     assert letter["msg_id"] == "poison-1" and letter["key"] == "user-9"
     assert letter["trace_id"] == TRACE
     assert letter["headers"][Hdr.ERROR_TYPE] == "ValueError"
     # Its own id finds it too, and the dead_lettered event carries the trace.
-    own = await _search(service, where="dlq", by="id", q=letter["headers"][Hdr.MSG_ID])
+    own = await api_get(service, "search", where="dlq", by="id", q=letter["headers"][Hdr.MSG_ID])
     assert [m["seq"] for m in own["messages"]] == [letter["seq"]]
     events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
