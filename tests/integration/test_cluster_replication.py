@@ -193,3 +193,42 @@ async def test_tool_calls_go_on_after_the_mailbox_leader_dies(nats_cluster: Nats
         await nats_cluster.kill(nats_cluster.index_of(leader))
         call = {"key": "k", "amount": 2}
         assert await mesh.tools.call("vault.deposit", call, principal="tester", timeout=40.0) == 3
+
+
+async def test_an_ask_lost_in_a_frozen_node_is_sent_again_and_runs_once(
+    nats_cluster: NatsCluster,
+) -> None:
+    """The node an asker is connected to freezes (SIGSTOP) with the ask written to
+    its socket, never stored. The asker notices (pings), moves to another node and
+    sends the ask again under the id an ask carries on a cluster: it is answered,
+    and it runs once, also after the node wakes up and reads the first copy."""
+    urls = nats_cluster.urls
+    async with (
+        connected(urls[1], replicas=3, publish_timeout=20.0) as served,
+        running_worker(served, Vault),
+    ):
+        await served.tools.grants.grant("tester", "vault.*")
+        asker = await Mesh.connect(
+            urls[0], prefix=served.subjects.prefix, name="asker", ping_interval=1,
+            max_outstanding_pings=2,
+        )  # fmt: skip
+        try:
+            assert asker.clustered
+            deposit = {"key": "k", "amount": 1}
+            assert await asker.tools.call("vault.deposit", deposit, principal="tester") == 1
+            nats_cluster.pause(0)
+            try:
+                deposit = {"key": "k", "amount": 2}
+                call = asker.tools.call("vault.deposit", deposit, principal="tester", timeout=40)
+                assert await call == 3
+            finally:
+                nats_cluster.resume(0)
+            assert asker.nc.connected_url is not None and asker.nc.connected_url.port != (
+                int(urls[0].rsplit(":", 1)[1])
+            )
+            # The first copy, if the woken node stores it now, is the same message.
+            await asyncio.sleep(2.0)
+            balance = await asker.tools.call("vault.balance", {"key": "k"}, principal="tester")
+            assert balance == 3
+        finally:
+            await asker.close()

@@ -342,7 +342,8 @@ async def test_one_trace_across_three_worker_processes(
     assert g_proc.attributes["actormesh.key"] == "k1"
     assert g_proc.attributes["actormesh.message_type"] == "Hop"
     assert g_proc.attributes["messaging.nats.delivery_count"] == 1
-    # Asks carry no Nats-Msg-Id unless the caller gives one (a retry is a new message).
+    # On one server, asks carry no Nats-Msg-Id unless the caller gives one (a retry is
+    # a new message); on a cluster they do (test_cluster_replication).
     assert "messaging.message.id" not in g_proc.attributes
     assert b_ask.attributes["messaging.operation.type"] == "send"
     assert b_ask.attributes["messaging.destination.name"] == f"{mesh_prefix}.mbox.gamma.k1"

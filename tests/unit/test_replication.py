@@ -83,6 +83,16 @@ def test_a_jetstream_503_is_broker_unavailable_and_retryable() -> None:
     assert isinstance(err, BrokerUnavailable)
     assert err.retryable and err.reason == "jetstream_unavailable"
     assert err.fields()["reason"] == "jetstream_unavailable"
+    # A node that is no longer the stream's leader answers 500: passing, too.
+    not_leader = _ApiError(
+        code=500, err_code=10009, description="JetStream cluster can not handle request"
+    )
+    err = _refusal("$KV.mesh_state_t.k", not_leader, 10)
+    assert isinstance(err, BrokerUnavailable) and err.reason == "jetstream_unavailable"
+    # A refusal in the 4xx range is the message's, and is not retried.
+    bad = _ApiError(code=400, err_code=10070, description="wrong last msg ID: x")
+    err = _refusal("mesh.mbox.counter.k", bad, 10)
+    assert not isinstance(err, BrokerUnavailable) and not err.retryable
 
 
 def test_no_responders_is_broker_unavailable_until_the_stream_is_known_missing() -> None:

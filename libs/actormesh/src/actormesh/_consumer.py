@@ -90,11 +90,12 @@ class PullConsumer:
 
     async def stop(self) -> None:
         self._paused = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in [self._task, *self._side_tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -134,11 +135,8 @@ class PullConsumer:
             if status == "409":
                 desc = headers.get("Description", "")
                 log.info("pull ended by server: 409 %s", desc)
-                if "Deleted" in desc and self._on_stall is not None:
-                    # Held here: the loop keeps only a weak reference to its tasks.
-                    task = asyncio.get_running_loop().create_task(self._on_stall())
-                    self._side_tasks.add(task)
-                    task.add_done_callback(self._side_tasks.discard)
+                if "Deleted" in desc:
+                    self._recover()
             self._wake.set()
             return
         if self.requested > 0:
@@ -191,5 +189,15 @@ class PullConsumer:
                     silent,
                 )
                 self.reset()
-                if self._on_stall is not None:
-                    await self._on_stall()
+                self._recover()
+
+    def _recover(self) -> None:
+        """Have `on_stall` check the stream and consumer beside the pulls, not
+        before them: during a cluster's election the JetStream API may take many
+        seconds to answer, while a pull may be served as soon as a leader is."""
+        if self._on_stall is None or self._side_tasks:
+            return  # a check is under way
+        # Held here: the loop keeps only a weak reference to its tasks.
+        task = asyncio.get_running_loop().create_task(self._on_stall())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)

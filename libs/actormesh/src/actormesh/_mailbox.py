@@ -40,13 +40,18 @@ T = TypeVar("T")
 
 
 async def placed(create: Callable[[], Awaitable[T]], *, what: str) -> T:
-    """Run `create` (a stream or bucket create or update), trying again for
-    `PLACEMENT_WAIT` seconds while JetStream has no suitable peers for it."""
+    """Run `create` (a stream, consumer or bucket create or update), trying again
+    for `PLACEMENT_WAIT` seconds while JetStream has no suitable peers for it, or
+    does not answer in time (a cluster's meta leader busy or being elected). Each
+    is idempotent: the same config again is no change."""
     deadline = time.monotonic() + PLACEMENT_WAIT
     delay = 0.1
     while True:
         try:
             return await create()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if time.monotonic() >= deadline:
+                raise
         except nats.js.errors.APIError as exc:
             if exc.err_code != _ERR_NO_PEERS:
                 raise
@@ -276,20 +281,22 @@ async def _ensure_consumer(
 ) -> None:
     if want.durable_name is None:
         raise ConfigError("a mailbox consumer config needs a durable name")
+    what = f"consumer {stream}/{want.durable_name}"
     try:
         info = await js.consumer_info(stream, want.durable_name)
     except nats.js.errors.NotFoundError:
-        await js.add_consumer(stream, want)
+        await placed(lambda: js.add_consumer(stream, want), what=what)
         return
     diff = _diff(info.config, want, _CONSUMER_FIELDS)
     own = {f: diff.pop(f) for f in _OWN_CONSUMER_FIELDS if f in diff}
     if own and not diff:
-        await js.add_consumer(stream, want)  # an update: same durable name
+        # An update: same durable name.
+        await placed(lambda: js.add_consumer(stream, want), what=what)
         return
     if diff:
         if not update:
-            raise MailboxConflict(f"consumer {stream}/{want.durable_name}", diff)
-        await js.add_consumer(stream, want)
+            raise MailboxConflict(what, diff)
+        await placed(lambda: js.add_consumer(stream, want), what=what)
 
 
 async def ensure_system_streams(

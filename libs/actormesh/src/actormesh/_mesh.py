@@ -389,6 +389,14 @@ class Mesh:
             raise
         return token, fut
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the server connected to is a node of a cluster (its INFO names
+        one): a node may then die under a send, and another take over."""
+        # nats-py keeps the server's INFO only in this attribute (no public API).
+        info = getattr(self.nc, "_server_info", None)
+        return bool(info.get("cluster")) if isinstance(info, dict) else False
+
     def new_msg_id(self) -> str:
         """A unique message id: this connection's random prefix and a counter."""
         return f"{self._msg_id_prefix}{next(self._msg_ids)}"
@@ -518,7 +526,10 @@ class Mesh:
         retry = 0
         # Until something fails, no outage bookkeeping: the common case stays cheap.
         outage: Outage | None = None
-        wait, ack_at = first_wait(headers, ack_timeout, at), None
+        wait, ack_at = first_wait(headers, ack_timeout), None
+        if at is not None and wait is not None and wait != ack_timeout:
+            # A request that may be resent: its first PubAck wait ends before `at`.
+            ack_at = asyncio.get_running_loop().time() + wait
         while True:
             try:
                 return await self._attempt(subject, payload, headers, wait, at, ack_at)
@@ -599,17 +610,19 @@ def _refusal(subject: str, err: _ApiError, size: int) -> ActorMeshError:
             reason="in_process",
             subject=subject,
         )
-    if err.code == 503:
+    if err.code >= 500:
+        # 503: no quorum, or the store busy. 500: a cluster in transition, e.g. a
+        # node that is no longer the stream's leader (err_code 10009, "JetStream
+        # cluster can not handle request"). Both pass; retried like no responders.
         return BrokerUnavailable(
             f"JetStream cannot store the message on {subject} now: {err.description} "
-            f"(err_code {err.err_code})",
+            f"(code {err.code}, err_code {err.err_code})",
             reason="jetstream_unavailable",
             subject=subject,
         )
     return ActorMeshError(
         f"JetStream refused the message on {subject}: {err.description} "
-        f"(code {err.code}, err_code {err.err_code})",
-        retryable=err.code >= 500,
+        f"(code {err.code}, err_code {err.err_code})"
     )
 
 

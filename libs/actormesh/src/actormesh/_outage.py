@@ -37,6 +37,8 @@ _TRANSIENT = frozenset(
     {"no_pub_ack", "no_responders", "jetstream_unavailable", "disconnected", "in_process"}
 )
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+#: How long after JetStream first says a subject has no stream it is asked again.
+_RECHECK = 0.5
 
 
 class Outage:
@@ -69,6 +71,19 @@ class Outage:
         self._retries = 0
         self._checked = False
 
+    async def _confirmed_missing(self) -> bool:
+        """Whether JetStream says, twice, that no stream stores the subject. Asked
+        once, a cluster's meta leader that has just been elected may not have
+        applied its log yet and answer "none" for a stream that exists: a send
+        failed as `NoSuchActorType` (or a state commit dead-lettered) for that
+        would be a loss, so the answer must still hold a moment later."""
+        mesh, subject = self._mesh, self._subject
+        if not await mesh.stream_missing(subject):
+            return False
+        left = _RECHECK if self._end is None else self._end - self._loop.time()
+        await asyncio.sleep(max(0.0, min(_RECHECK, left)))
+        return await mesh.stream_missing(subject)
+
     def attempt(self) -> tuple[float | None, float | None]:
         """This attempt's PubAck timeout, and its deadline on the loop's clock (None:
         the send's own)."""
@@ -87,7 +102,7 @@ class Outage:
             raise exc
         if exc.reason == "no_responders" and not self._checked:
             self._checked = True
-            if await self._mesh.stream_missing(self._subject):
+            if await self._confirmed_missing():
                 raise missing(self._subject) from None
         now = self._loop.time()
         if now >= self._end or (exc.reason == "no_pub_ack" and not self._resend):
@@ -102,12 +117,11 @@ class Outage:
             await asyncio.sleep(min(_UNAVAILABLE_BACKOFF.delay(self._retries), self._end - now))
 
 
-def first_wait(
-    headers: dict[str, str] | None, timeout: float | None, at: float | None
-) -> float | None:
+def first_wait(headers: dict[str, str] | None, timeout: float | None) -> float | None:
     """How long a send's first attempt waits for its PubAck: a share of `timeout`
-    if the message may be resent (a tell, under its id), else all of it."""
-    if timeout is None or at is not None or not headers:
+    if the message may be resent (under its id, or a compare-and-set), else all
+    of it."""
+    if timeout is None or not headers:
         return timeout
     if Hdr.MSG_ID not in headers and _EXPECTED_LAST not in headers:
         return timeout

@@ -327,8 +327,10 @@ class ActorRef(Generic[A]):
             target: Any = handler.reply_type if handler is not None else Any
         else:
             target = reply_type if reply_type is not None else Any
-        # An ask attempt is never resent under its id (a retry is a new message), so
-        # it carries a Nats-Msg-Id only when the caller chose one.
+        # A retry is a new message (see above), so an ask carries a Nats-Msg-Id only
+        # when the caller chose one, or on a cluster: there a node may die with the
+        # ask written to its socket and never stored, and only an id lets the send
+        # be tried again without the risk of storing (and running) it twice.
         if self._deadline is not None:
             # The timeout hierarchy: a call made while handling a message gets at most
             # what is left of that message's deadline.
@@ -336,7 +338,7 @@ class ActorRef(Generic[A]):
             if left <= 0:
                 raise AskTimeout(self.actor_type, self.key, 0.0)
             timeout = min(timeout, left)
-        hdrs = self._headers(msg_id, headers, dedupe=False)
+        hdrs = self._headers(msg_id, headers, dedupe=self.mesh.clustered)
         hdrs[Hdr.DEADLINE] = str(int((time.time() + timeout) * 1000))
         subject = self._subject_for(priority, hdrs)
         with self._producer_span(hdrs, "ask"):

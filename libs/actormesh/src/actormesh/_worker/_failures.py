@@ -120,8 +120,10 @@ class Failures:
         """A write the handling needed (its state commit, a send) found no stream
         leader for longer than the mesh's publish timeout (a cluster electing one):
         not the message's failure. The instance is dropped (its state reloads from
-        the bucket) and the message delivered again, counted against neither the
-        key's intensity nor its dead-letter budget: nothing is lost or stranded."""
+        the bucket) and the message delivered again, not counted against the key's
+        intensity. Its deliveries still count: an outage longer than `max_deliver`
+        of them dead-letters it (as `DeliveriesExhausted`, unless its effect is in
+        the state), so nothing is lost or stranded."""
         w = self._w
         log.warning(
             "%s/%s: the broker could not take a write (%s); delivering the message again",
