@@ -38,8 +38,11 @@ pytestmark = [
 
 @contextlib.asynccontextmanager
 async def connected(url: str, *, replicas: int, **kw: float) -> AsyncIterator[Mesh]:
-    mesh = await Mesh.connect(url, prefix=unique_prefix(), name="test", **kw)  # type: ignore[arg-type]
-    mesh.replication = Replication(replicas=replicas)
+    mesh = await Mesh.connect(
+        url, prefix=unique_prefix(), name="test", replication=Replication(replicas=replicas),
+        **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert mesh.replication == Replication(replicas=replicas)
     try:
         yield mesh
     finally:

@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from nats.aio.msg import Msg
 
 from actormesh import Mesh, WorkerConfig
 from actormesh.lowlevel import (
+    drain_worker,
     passivate_instance,
     pause_actor_type,
     pause_state,
@@ -407,3 +409,23 @@ async def test_partitioned_type_pauses_every_partition_and_keyless_refuses_stop(
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_drain_a_worker_by_its_default_id(mesh: Mesh) -> None:
+    async with running_worker(mesh, Ledger) as worker:
+        asked: list[str] = []
+
+        async def listen(msg: Msg) -> None:  # only listens; the worker answers
+            asked.append(msg.subject)
+
+        # A default id names the type, so the request goes under it (all a broker
+        # with users lets the type's worker answer), not to the id-only subject.
+        typed = mesh.subjects.control_of("ledger", worker.id)
+        sub = await mesh.nc.subscribe(typed, cb=listen)
+        try:
+            reply = await drain_worker(mesh, worker.id, grace=1.0)
+        finally:
+            await sub.unsubscribe()
+        assert reply.ok and reply.op == "drain"
+        assert asked == [typed]
+        await eventually(lambda: worker.status == "stopped", 10.0, what="the worker stopped")

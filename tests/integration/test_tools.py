@@ -9,6 +9,7 @@ import json
 import time
 
 import jsonschema
+import msgspec
 import pytest
 
 from actormesh import (
@@ -181,3 +182,24 @@ async def test_an_expired_call_is_not_run(mesh: Mesh) -> None:
     async with running_worker(mesh, Relay, WorkerConfig()) as worker:
         await eventually(lambda: worker.expired == 1)
         assert Relay.ran == []
+
+
+async def test_a_stale_tool_spec_is_read_again_before_it_refuses(mesh: Mesh, nats_url: str) -> None:
+    """A caller's cached spec is older than the registry's (a worker since started
+    with a new schema): arguments the old schema refuses are checked against the
+    registry's before `ToolArgumentsInvalid`, and the call goes through."""
+    real = next(t for t in spec_of(Vault).tools if t.name == "vault.deposit")
+    schema = {**real.input_schema, "required": [*real.input_schema["required"], "ticket"]}
+    await mesh.tools.publish([msgspec.structs.replace(real, input_schema=schema)])
+    assert "ticket" in (await mesh.tools.spec("vault.deposit")).input_schema["required"]
+    served = await Mesh.connect(nats_url, prefix=mesh.subjects.prefix, name="served")
+    try:
+        async with running_worker(served, Vault):  # publishes the real spec
+            await mesh.tools.grants.grant("alice", "vault.*")
+            call = {"key": "a", "amount": 2}
+            assert await mesh.tools.call("vault.deposit", call, principal="alice") == 2
+            assert await mesh.tools.spec("vault.deposit") == real  # the cache follows
+            with pytest.raises(ToolArgumentsInvalid):  # still refused when truly wrong
+                await mesh.tools.call("vault.deposit", {"key": "a"}, principal="alice")
+    finally:
+        await served.close()

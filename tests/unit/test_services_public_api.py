@@ -74,6 +74,7 @@ def test_lowlevel_names_are_pinned() -> None:
             "check_key",
             "configure_logging",
             "consumer_config",
+            "drain_worker",
             "ensure_mailbox",
             "ensure_system_streams",
             "list_parked",

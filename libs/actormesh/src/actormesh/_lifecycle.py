@@ -39,6 +39,7 @@ __all__ = [
     "NotPausable",
     "PauseState",
     "WorkerUnreachable",
+    "drain_worker",
     "list_instances",
     "parse_until",
     "pause_actor_type",
@@ -254,3 +255,24 @@ async def list_instances(
     """A worker's live instances, and those it passivated lately, with their state
     (`actor_type`, when known, addresses it under its type)."""
     return await _control(mesh, worker, ControlRequest(op="instances"), timeout, actor_type)
+
+
+async def drain_worker(
+    mesh: Mesh,
+    worker: str,
+    *,
+    grace: float | None = None,
+    actor_type: str = "",
+    timeout: float = 5.0,
+) -> ControlReply:
+    """Ask a worker to finish its messages and stop (`grace`: seconds for in-flight
+    work). `actor_type` addresses it under its type; left empty, a default worker
+    id (`<type>-<host>-<pid>-<hex4>`) names it, and other ids get the id-only
+    control subject."""
+    if not actor_type:
+        parts = worker.rsplit("-", 3)
+        if len(parts) == 4 and parts[2].isdigit() and len(parts[3]) == 4:
+            with contextlib.suppress(ValueError):
+                actor_type = check_actor_type(parts[0])
+    req = ControlRequest(op="drain", grace=grace)
+    return await _control(mesh, worker, req, timeout, actor_type)

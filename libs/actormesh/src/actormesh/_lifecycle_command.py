@@ -56,6 +56,11 @@ def add_lifecycle_parsers(sub: Any) -> None:
     d.add_argument("worker")
     d.add_argument("--grace", type=float, default=None, help="seconds to finish in-flight work")
     d.add_argument(
+        "--type", metavar="ACTOR_TYPE",
+        help="the worker's actor type (default: the start of its id): a broker with "
+        "users lets it answer only under its type",
+    )  # fmt: skip
+    d.add_argument(
         "--dashboard", metavar="URL",
         help="ask this supervisor instead (drains for good: not restarted)",
     )  # fmt: skip
@@ -171,19 +176,9 @@ def _worker_state(hb: Any) -> dict[str, Any]:
 
 
 async def _drain(mesh: Any, args: argparse.Namespace) -> int:
-    from ._lifecycle import WorkerUnreachable
-    from ._wire import ControlReply, ControlRequest
+    from ._lifecycle import drain_worker
 
-    req = ControlRequest(op="drain", grace=args.grace)
-    try:
-        msg = await mesh.nc.request(
-            mesh.subjects.control(args.worker), msgspec.json.encode(req), timeout=5.0
-        )
-    except Exception as exc:
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise WorkerUnreachable(f"worker {args.worker} did not answer: {exc!r}") from exc
-    reply = msgspec.json.decode(msg.data, type=ControlReply)
+    reply = await drain_worker(mesh, args.worker, grace=args.grace, actor_type=args.type or "")
     if not reply.ok:
         print(f"actormesh: error: {reply.error}", file=sys.stderr)
         return 1

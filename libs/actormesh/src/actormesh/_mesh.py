@@ -161,6 +161,7 @@ class Mesh:
         full_policy: FullPolicy | None = None,
         publish_timeout: float = 5.0,
         connect_wait: float = 10.0,
+        replication: Replication | None = None,
         **options: Any,
     ) -> Mesh:
         """Connect to NATS: one server or a cluster's, as a list or comma-separated
@@ -175,14 +176,16 @@ class Mesh:
         a server that stops answering pings (`ping_interval` 5 s,
         `max_outstanding_pings` 2) is left for another. `options` pass through to
         `nats.connect` (credentials, TLS, these settings, ...) and override these
-        defaults; docs/cluster.md has the whole list."""
+        defaults; docs/cluster.md has the whole list. `replication` sets
+        `Mesh.replication` (the replicas of what this connection creates)."""
         from ._settings import redact, server_list
 
         pool = server_list(servers)
         mesh_ref: list[Mesh] = []
 
         async def error_cb(exc: Exception) -> None:
-            log.warning("nats connection: %s", exc)
+            # Some of nats-py's errors (a stale connection) have an empty message.
+            log.warning("nats connection: %s", str(exc) or type(exc).__name__)
 
         options.setdefault("max_reconnect_attempts", -1)
         options.setdefault("reconnect_time_wait", 0.5)
@@ -236,6 +239,8 @@ class Mesh:
             nc, prefix=prefix, name=name, full_policy=full_policy, publish_timeout=publish_timeout
         )
         mesh._owns_connection = True
+        if replication is not None:
+            mesh.replication = replication
         mesh_ref.append(mesh)
         await mesh.start()
         return mesh

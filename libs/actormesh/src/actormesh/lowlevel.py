@@ -24,7 +24,8 @@ What is here:
 - Lifecycle control: `pause_actor_type`, `resume_actor_type`, `pause_state`
   (`PauseState`: JetStream consumer pause of a type's mailbox),
   `passivate_instance` (stop one actor instance now), `list_instances`
-  (`InstanceInfo`: a worker's instances and their state), `type_workers`
+  (`InstanceInfo`: a worker's instances and their state), `drain_worker`
+  (finish its messages and stop), `type_workers`
   (the workers of a type heard heartbeating), and their errors `NotPausable`,
   `WorkerUnreachable`.
 - The mesh file: `load_meshfile`, `MeshFile` and its sections (`MeshSection`,
@@ -46,6 +47,7 @@ from ._lifecycle import (
     NotPausable,
     PauseState,
     WorkerUnreachable,
+    drain_worker,
     list_instances,
     passivate_instance,
     pause_actor_type,
@@ -108,6 +110,7 @@ __all__ = [
     "check_key",
     "configure_logging",
     "consumer_config",
+    "drain_worker",
     "ensure_mailbox",
     "ensure_system_streams",
     "list_instances",

@@ -24,6 +24,7 @@ from nats.js.api import KeyValueConfig
 from .._buckets import bucket_replication, key_value
 from .._errors import (
     AskTimeout,
+    NoSuchActorType,
     RemoteError,
     ToolArgumentsInvalid,
     ToolDenied,
@@ -218,7 +219,13 @@ class ToolBus:
         spec = self._specs.get(name) or await self.spec(name)
         check = self._checks.get(name)
         if check is None or not check(args):
-            self.validate(spec, args)  # makes the check on first use, or says what is wrong
+            try:
+                self.validate(spec, args)  # makes the check on first use, or says what is wrong
+            except ToolArgumentsInvalid:
+                # The spec may be stale (a worker since published a new schema): the
+                # registry's decides.
+                spec = await self.spec(name, fresh=True)
+                self.validate(spec, args)
         if deadline is not None:
             # The timeout hierarchy: at most what is left of the parent's deadline.
             left = deadline - time.time()
@@ -254,7 +261,13 @@ class ToolBus:
         except AskTimeout as exc:
             raise ToolTimeout(name, exc.timeout) from None
         except RemoteError as exc:
+            if exc.code == "bad_message":
+                # The worker could not decode what our spec allowed: read it afresh next time.
+                self._specs.pop(name, None)
             raise _from_remote(name, principal, exc) from None
+        except NoSuchActorType:
+            self._specs.pop(name, None)  # the tool's type is gone: ask the registry again
+            raise
 
     def _ref(self, actor_type: str, key: str | None) -> ActorRef[Any]:
         """A new reference shared by the calls to one instance: the principal and the
