@@ -135,6 +135,9 @@ class Mesh:
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._owns_connection = False
+        #: The server connected to is a node of a cluster: a node may die under a
+        #: send, and another take over (asks then carry an id, to be resent).
+        self.clustered = False
         #: Set by `actormesh.observability.instrument`; None means no tracing at all.
         self.tracer: Tracer | None = None
         #: Worker interceptors every `Worker` built on this mesh uses, outermost
@@ -249,11 +252,16 @@ class Mesh:
         """Subscribe the reply inbox (done by `connect`; call it for a Mesh you built)."""
         if self._inbox:
             return
+        self._read_clustered()
+        self.on_reconnect(self._reconnected)
         self._inbox = self.nc.new_inbox()
         self._inbox_dot = self._inbox + "."
         await self.nc.subscribe(
             self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+
+    async def _reconnected(self) -> None:
+        self._read_clustered()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Drain and close the connection (if `connect` made it), within `timeout`
@@ -394,13 +402,13 @@ class Mesh:
             raise
         return token, fut
 
-    @property
-    def clustered(self) -> bool:
+    def _read_clustered(self) -> None:
         """Whether the server connected to is a node of a cluster (its INFO names
-        one): a node may then die under a send, and another take over."""
+        one), into `clustered`: read at start and after each reconnect, not per
+        send (it is on every ask's path)."""
         # nats-py keeps the server's INFO only in this attribute (no public API).
         info = getattr(self.nc, "_server_info", None)
-        return bool(info.get("cluster")) if isinstance(info, dict) else False
+        self.clustered = bool(info.get("cluster")) if isinstance(info, dict) else False
 
     def new_msg_id(self) -> str:
         """A unique message id: this connection's random prefix and a counter."""
