@@ -206,10 +206,12 @@ class Restarter:
             "strategy": spec.strategy,
             "backoff": f"{delay:.3f}",
         }
+        # A permanent child restarts after a normal exit too (a drain asked of it).
+        why = "failed" if f.abnormal else "exited and is permanent"
         log.info(
-            "group %s (%s): restarting %s after %.2fs because %s failed",
+            "group %s (%s): restarting %s after %.2fs because %s %s",
             spec.name, spec.strategy, ", ".join(s.worker_id for s in targets),
-            delay, slot.worker_id,
+            delay, slot.worker_id, why,
         )  # fmt: skip
         await asyncio.sleep(delay)
         if not self.state.active:
