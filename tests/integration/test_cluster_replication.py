@@ -224,6 +224,11 @@ async def test_an_ask_lost_in_a_frozen_node_is_sent_again_and_runs_once(
                 deposit = {"key": "k", "amount": 2}
                 call = asker.tools.call("vault.deposit", deposit, principal="tester", timeout=40)
                 assert await call == 3
+            except BaseException:
+                # What a failure needs to be read: where each connection went.
+                for who, m in (("asker", asker), ("worker", served)):
+                    print(who, m.nc.connected_url, m.nc.stats, m.nc.servers)
+                raise
             finally:
                 nats_cluster.resume(0)
             assert asker.nc.connected_url is not None and asker.nc.connected_url.port != (
