@@ -68,12 +68,15 @@ class Recorder(Actor):
     mailbox: ClassVar[MailboxConfig] = MailboxConfig(max_deliver=3, backoff=(0.05,))
     log: ClassVar[list[tuple[str, str, int]]] = []
     deliveries: ClassVar[dict[str, int]] = {}
+    #: The mailbox sequence each item last ran from (`ctx.seq`).
+    seqs: ClassVar[dict[str, int]] = {}
     running: ClassVar[int] = 0
     max_running: ClassVar[int] = 0
 
     async def item(self, msg: Item, ctx: Context) -> int:
         cls = type(self)
         cls.deliveries[msg.id] = cls.deliveries.get(msg.id, 0) + 1
+        cls.seqs[msg.id] = ctx.seq
         cls.running += 1
         cls.max_running = max(cls.max_running, cls.running)
         try:
@@ -100,6 +103,7 @@ class Recorder(Actor):
     def reset(cls) -> None:
         cls.log = []
         cls.deliveries = {}
+        cls.seqs = {}
         cls.running = 0
         cls.max_running = 0
 

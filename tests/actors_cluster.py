@@ -41,7 +41,7 @@ class Tallier(Actor):
         self.state.n += 1
         if _LOG:
             with open(_LOG, "a") as f:  # noqa: ASYNC230 - a test's debugging aid
-                f.write(f"{ctx.msg_id} {ctx.deliveries}\n")
+                f.write(f"{ctx.msg_id} {ctx.deliveries} {ctx.seq}\n")
 
     async def poison(self, msg: Poison) -> None:
         raise ValueError("poison")

@@ -287,6 +287,7 @@ async def test_duplicate_msg_id_is_stored_and_handled_once(mesh: Mesh) -> None:
         assert await ref.ask(Sum(a=0, b=0)) == 0  # lane is ordered: "once" ran before
         assert worker.handled == 2
     assert Recorder.deliveries == {"once": 1}
+    assert Recorder.seqs == {"once": first.seq}  # ctx.seq: its place in the mailbox
 
 
 async def test_expired_ask_is_not_run(mesh: Mesh) -> None:

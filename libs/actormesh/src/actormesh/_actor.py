@@ -88,6 +88,7 @@ class Context:
         "msg_id",
         "replied",
         "sender",
+        "seq",
         "subject",
     )
 
@@ -102,6 +103,7 @@ class Context:
         deliveries: int,
         reply: Callable[[Any], Awaitable[None]] | None,
         origin: str = "",
+        seq: int = 0,
     ) -> None:
         self.mesh = mesh
         self.actor_type = actor_type
@@ -111,6 +113,8 @@ class Context:
         self.sender = headers.get("Am-Sender", "")
         self.msg_id = headers.get("Nats-Msg-Id", "")
         self.deliveries = deliveries
+        #: The message's sequence in its mailbox stream (0: not from a stream).
+        self.seq = seq
         self._reply = reply
         self.replied = False
         #: What identifies the message being handled: its id, or its stream sequence.

@@ -410,6 +410,7 @@ class Handling:
         deliveries: int = 0,
     ) -> Context:
         reply: Callable[[Any], Awaitable[None]] | None = None
+        seq = stream_seq_of(msg)
         if reply_to is not None:
             replies = self._w._replies
 
@@ -425,7 +426,8 @@ class Handling:
             deliveries=deliveries or deliveries_of(msg),
             reply=reply,
             # A message published without an id is known by its stream sequence.
-            origin=headers.get(Hdr.MSG_ID) or f"seq{stream_seq_of(msg)}",
+            origin=headers.get(Hdr.MSG_ID) or f"seq{seq}",
+            seq=seq,
         )
 
     async def already_applied(self, key: str, msg: Msg) -> bool:
