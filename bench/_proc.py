@@ -18,6 +18,16 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def load_footer(start: tuple[float, ...], end: tuple[float, ...]) -> list[str]:
+    """A report's last lines: the 1-minute load average around the run (a busy
+    machine skews every figure in it)."""
+    return [
+        "",
+        f"Load average (1 min) {start[0]:.2f} at the start, {end[0]:.2f} at the "
+        f"end, on {os.cpu_count()} CPUs.",
+    ]
+
+
 class WorkerProcess:
     """A worker OS process: its command, its log, its CPU time and memory."""
 

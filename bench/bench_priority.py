@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from actormesh import Actor, MailboxConfig, Message
+from bench._proc import load_footer
 
 ACTOR = "busy"
 CASES = ("normal", "high", "idle")
@@ -203,11 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "worker_logs": str(logdir),
     }
     lines = render(results, args.backlog, trials)
-    lines += [
-        "",
-        f"Load average (1 min) {load[0]:.2f} at the start, {result['load_end'][0]:.2f} at the "
-        f"end, on {os.cpu_count()} CPUs.",
-    ]
+    lines += load_footer(load, result["load_end"])
     result["markdown"] = "\n".join(lines)
     return result
 

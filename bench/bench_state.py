@@ -68,7 +68,7 @@ import nats
 from nats.aio.msg import Msg
 
 from bench._clients import WINDOW, RawPublisher
-from bench._proc import MeshWorker, WorkerProcess, run_loop, self_cpu
+from bench._proc import MeshWorker, WorkerProcess, load_footer, run_loop, self_cpu
 from bench.bench_mesh import STREAM, CpuMeter
 
 CONTENDERS = ("raw", "actormesh", "raw-batched", "actormesh-prefetch")
@@ -616,11 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lines += render_tell(result["tell"])
     if "keys" in result:
         lines += (["", ""] if lines else []) + render_keys(result["keys"])
-    lines += [
-        "",
-        f"Load average (1 min) {load[0]:.2f} at the start, {result['load_end'][0]:.2f} at the "
-        f"end, on {os.cpu_count()} CPUs.",
-    ]
+    lines += load_footer(load, result["load_end"])
     result["markdown"] = "\n".join(lines)
     return result
 

@@ -5,8 +5,6 @@ cluster moves to another node when its own dies."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 from nats.js.api import StreamConfig
@@ -16,6 +14,7 @@ from actormesh._cluster import free_ports
 from actormesh._settings import Settings, redact, server_list
 from actormesh.testing import NatsCluster, running_worker
 from actormesh_counter import Counter, Get, Inc
+from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -96,17 +95,6 @@ def test_server_lists_from_the_environment() -> None:
     with pytest.raises(BadServerUrl, match="websocket and nats URLs mixed"):
         server_list("nats://a:1,ws://b:2")
     assert redact("nats://u:pw@a:1,nats://tok@b:2,c:3") == "nats://u:***@a:1,nats://***@b:2,c:3"
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "actormesh", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def test_cli_takes_server_lists(

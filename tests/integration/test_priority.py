@@ -6,8 +6,6 @@ priorities is exactly as before (one consumer)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from typing import ClassVar
 
 import msgspec
@@ -27,6 +25,7 @@ from actormesh._subjects import Priority
 from actormesh._worker import Worker
 from actormesh.lowlevel import list_instances, pause_actor_type, resume_actor_type
 from actormesh.testing import eventually, running_worker
+from tests.integration.test_cli import cli
 
 pytestmark = pytest.mark.integration
 
@@ -91,17 +90,6 @@ class Stateful(Actor):
 
     async def job(self, msg: Job) -> None:
         self.state.n += 1
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "actormesh", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def config(concurrency: int = 1) -> WorkerConfig:
