@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import aiohttp
 import msgspec
@@ -228,6 +228,9 @@ class EventLog:
 class SupervisorProcess:
     """`python -m actormesh_supervisor` as a real process, with its log in a file."""
 
+    #: Start it in a process group of its own (SIGKILL to the group takes its workers too).
+    new_session = False
+
     def __init__(self, tmp: Path, mf: MeshFile, nats_url: str, prefix: str, *, name: str) -> None:
         self.tmp = tmp
         self.config = tmp / "mesh.toml"
@@ -240,7 +243,7 @@ class SupervisorProcess:
         self.url = ""
         self.sup_name = mf.supervisor.name
 
-    async def start(self, **env: str) -> SupervisorProcess:
+    async def start(self, **env: str) -> Self:
         url_file = self.runtime / f"dashboard-{self.prefix}-{self.sup_name}.url"
         with contextlib.suppress(FileNotFoundError):
             url_file.unlink()
@@ -250,9 +253,9 @@ class SupervisorProcess:
                 "--nats-url", self.nats_url, "--prefix", self.prefix,
                 "--runtime-dir", str(self.runtime),
                 env=worker_env(ACTORMESH_DASHBOARD_TOKEN=TOKEN, ACTORMESH_LOG_LEVEL="INFO", **env),
-                stdout=log, stderr=log, cwd=ROOT,
+                stdout=log, stderr=log, cwd=ROOT, start_new_session=self.new_session,
             )  # fmt: skip
-        await wait_until(url_file.exists, 30, what="the dashboard URL file")
+        await wait_until(url_file.exists, 30, what=f"{self.sup_name}'s dashboard URL file")
         self.url = url_file.read_text().strip()
         return self
 

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,16 +24,13 @@ import pytest
 
 from actormesh import Event
 from tests.actors_supervisor import (
-    ROOT,
-    TOKEN,
     EventLog,
+    SupervisorProcess,
     child,
     kill_quietly,
     meshfile,
     pid_gone,
-    toml_text,
     wait_until,
-    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,46 +43,19 @@ FLAKY = [
 ]  # fmt: skip
 
 
-class Node:
+class Node(SupervisorProcess):
     """One supervisor process (`python -m actormesh_supervisor`) in its own process
     group: a host supervisor stands for a host, and SIGKILL takes it down whole."""
+
+    new_session = True
 
     def __init__(self, base: Path, name: str, nats_url: str, prefix: str, **section: Any) -> None:
         groups = section.pop("groups", [])
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.prefix = prefix
-        self.nats_url = nats_url
         mf = meshfile(prefix, groups, name=name, **section)
-        self.config = self.dir / "mesh.toml"
-        self.config.write_text(toml_text(mf))
-        self.runtime = self.dir / "rt"
-        self.log = self.dir / "supervisor.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-
-    async def start(self) -> Node:
-        url_file = self.runtime / f"dashboard-{self.prefix}-{self.name}.url"
-        with contextlib.suppress(FileNotFoundError):
-            url_file.unlink()
-        with open(self.log, "ab") as log:  # noqa: ASYNC230 - opening a log file is instant
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "actormesh_supervisor", "--config", str(self.config),
-                "--nats-url", self.nats_url, "--prefix", self.prefix,
-                "--runtime-dir", str(self.runtime),
-                env=worker_env(ACTORMESH_DASHBOARD_TOKEN=TOKEN, ACTORMESH_LOG_LEVEL="INFO"),
-                stdout=log, stderr=log, cwd=ROOT, start_new_session=True,
-            )  # fmt: skip
-        await wait_until(url_file.exists, 30, what=f"{self.name}'s dashboard URL file")
-        self.url = url_file.read_text().strip()
-        return self
-
-    async def state(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + "api/state") as resp:
-            resp.raise_for_status()
-            data: dict[str, Any] = await resp.json()
-            return data
+        super().__init__(self.dir, mf, nats_url, prefix, name="supervisor")
 
     async def wait_state(self, check: Any, what: str, timeout: float = 40.0) -> dict[str, Any]:
         """Poll /api/state until `check(state)` is true."""
@@ -120,11 +89,6 @@ class Node:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
-
-    def tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return "\n".join(self.log.read_text().splitlines()[-lines:])
-        return ""
 
 
 @contextlib.asynccontextmanager
