@@ -3,6 +3,7 @@ effect, restart means reload, passivation, deterministic ids of handler sends.""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -257,3 +258,53 @@ async def test_a_delivery_past_max_deliver_already_applied_is_acked(mesh: Mesh) 
         assert ".ledger_once.2." in acks[1], "the second delivery was acked"
         assert worker.dead_lettered == 0
         assert await ref.ask(Total(), timeout=10) == 5
+
+
+async def _store_again(mesh: Mesh, ref: Any, message: Message, msg_id: str) -> None:
+    """Have the mailbox store a second copy of a message under its id, as nats-server
+    has been seen to do across a leader change: the duplicate window is shortened
+    for a moment, so the resend is not dropped."""
+    name = mesh.subjects.mailbox_stream(ref.actor_type)
+    config = (await mesh.js.stream_info(name)).config
+    window = config.duplicate_window
+    config.duplicate_window = 0.2
+    await mesh.js.update_stream(config)
+    await asyncio.sleep(0.5)
+    receipt = await ref.tell(message, msg_id=msg_id)
+    assert not receipt.duplicate, "stored a second time"
+    config.duplicate_window = window
+    await mesh.js.update_stream(config)
+
+
+async def test_a_message_the_broker_stored_twice_is_applied_once(mesh: Mesh) -> None:
+    ref = mesh.ref(Ledger, "twice")
+    async with running_worker(mesh, Ledger) as worker:
+        await ref.tell(Add(by=5), msg_id="deposit-1")
+        assert await ref.ask(Total(), timeout=10) == 5
+        await _store_again(mesh, ref, Add(by=5), "deposit-1")
+        store = worker._handling.store
+        assert store is not None
+        await eventually(lambda: store.recent.stored_twice == 1)
+        assert await ref.ask(Total(), timeout=10) == 5
+        assert worker._handling.skipped == 1
+        assert worker.dead_lettered == 0
+    state, _ = await stored(mesh, "ledger", "twice")
+    assert state.n == 5
+    info = await mesh.js.stream_info(mesh.subjects.mailbox_stream("ledger"))
+    assert info.state.messages == 0, "both copies were acked"
+
+
+async def test_both_copies_in_one_batch_apply_once(mesh: Mesh) -> None:
+    """Both copies are queued before the worker starts, so they usually reach the
+    key's lane together and one batch holds both: it runs the first only."""
+    ref = mesh.ref(Ledger, "batch")
+    await mesh.declare(Ledger)
+    await ref.tell(Add(by=1), msg_id="a-1")
+    await ref.tell(Add(by=7), msg_id="a-2")
+    await _store_again(mesh, ref, Add(by=7), "a-2")
+    await ref.tell(Add(by=1), msg_id="a-3")
+    async with running_worker(mesh, Ledger) as worker:
+        assert await ref.ask(Total(), timeout=10) == 9
+        assert worker._handling.skipped == 1
+    state, _ = await stored(mesh, "ledger", "batch")
+    assert state.n == 9

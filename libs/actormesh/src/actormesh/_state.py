@@ -28,6 +28,18 @@ server took), and what fell under the consumer's ack floor
 messages). What stays are messages applied by a worker that
 died before acking them, until they come back. The set is capped at
 `APPLIED_MAX` entries (the oldest go first).
+
+One message stored twice. A sender that lost a PubAck sends again under the
+same `Nats-Msg-Id`, and the stream's duplicate window drops the copy; on a
+replicated mailbox, across a leader change, nats-server has been seen to store
+both (two sequences, one id: nats-io/nats-server#7801 is an open report of the
+like). Sequences cannot tell those apart, so the store also remembers, in
+memory, the ids of the messages it applied within the duplicate window
+(`RecentIds`): a copy of one of them under another sequence is acked without
+running. In memory, not in the entry, because an id list covering the window
+would make every commit of a hot key tens of kilobytes; so this holds while the
+worker that applied the first copy runs (a restart between the two copies, or
+two workers sharing a key without partitions, can still apply both).
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -54,7 +68,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPLIED_MAX",
+    "RECENT_IDS_MAX",
     "STATE_ATTR",
+    "RecentIds",
     "StateEnvelope",
     "StateSlot",
     "StateStore",
@@ -66,6 +82,8 @@ log = logging.getLogger("actormesh.state")
 
 #: The most sequences an entry lists above its floor.
 APPLIED_MAX = 8192
+#: The most message ids a store remembers (`RecentIds`): about 10 MB at most.
+RECENT_IDS_MAX = 100_000
 #: The instance attribute an actor declares its state as (`state: CounterState`).
 STATE_ATTR = "state"
 #: The header that makes a KV write a compare-and-set (JetStream's).
@@ -111,6 +129,55 @@ class StateSlot:
     def contains(self, seq: int) -> bool:
         """Whether the message at stream sequence `seq` is already in the state."""
         return seq <= self.floor or seq in self.applied
+
+
+class RecentIds:
+    """The ids of the messages applied within the last `window` seconds (at most
+    `cap`, the oldest forgotten first), with the key and stream sequence of each."""
+
+    __slots__ = ("_cap", "_ids", "_window", "stored_twice")
+
+    def __init__(self, window: float, cap: int = RECENT_IDS_MAX) -> None:
+        self._window = window
+        self._cap = cap
+        self._ids: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
+        #: Copies found stored under a second sequence (and not run).
+        self.stored_twice = 0
+
+    def remember(self, msg_id: str | None, key: str, seq: int) -> None:
+        if not msg_id or seq <= 0:
+            return
+        now = time.monotonic()
+        ids = self._ids
+        ids[msg_id] = (key, seq, now)
+        ids.move_to_end(msg_id)
+        horizon = now - self._window
+        while ids:
+            oldest = next(iter(ids.values()))
+            if len(ids) <= self._cap and oldest[2] >= horizon:
+                break
+            ids.popitem(last=False)
+
+    def copy_of_applied(self, msg_id: str | None, key: str, seq: int) -> int | None:
+        """The sequence an earlier copy of this message was applied from, if the
+        message (same id, same key, another sequence) was applied already."""
+        if not msg_id:
+            return None
+        seen = self._ids.get(msg_id)
+        if seen is None or seen[0] != key or seen[1] == seq:
+            return None
+        if seen[2] < time.monotonic() - self._window:
+            return None
+        self.stored_twice += 1
+        log.warning(
+            "message %s to key %r was stored twice by the broker (sequences %d and %d): "
+            "applied once, from %d",
+            msg_id, key, seen[1], seq, seen[1],
+        )  # fmt: skip
+        return seen[1]
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def state_type_of(cls: type) -> type[msgspec.Struct] | None:
@@ -174,6 +241,8 @@ class StateStore:
         self._stream = stream
         self._durable = durable
         self._kv: KeyValue | None = None
+        #: Ids of the messages applied lately (copies stored twice are not run).
+        self.recent = RecentIds(mailbox.duplicate_window)
         #: The mailbox consumer's ack floor, as last read.
         self.ack_floor = 0
         self.loads = 0

@@ -7,7 +7,8 @@ entry, and only then sends the asks' replies and acks them all. The commit is a
 broker round trip, so under load this is what lets a hot key go faster than a
 loop that writes after every message, with the same guarantees:
 
-- a message already in the state is acked without running;
+- a message already in the state is acked without running, and so is a copy of
+  one (its id) that the broker stored twice;
 - a handler that raises commits what the messages before it made (their
   encoding is kept after each change) and leaves the instance's memory to
   supervision, as on the one-message path: `restart` reloads the commit,
@@ -31,6 +32,7 @@ from .._actor import Handler
 from .._errors import BrokerUnavailable, StateConflict
 from .._state import STATE_ATTR
 from .._subjects import stream_seq_of
+from .._wire import Hdr
 
 if TYPE_CHECKING:
     from .._actor import Actor
@@ -58,6 +60,7 @@ class _Ran(NamedTuple):
     reply_to: str | None
     result: Any
     seq: int
+    msg_id: str | None
     #: The state already contained it: acked without running.
     skipped: bool = False
 
@@ -100,10 +103,16 @@ class StatefulBatch:
             return
         raw = slot.raw
         ran: list[_Ran] = []
+        ids: set[str] = set()  # of this batch's messages run (one stored twice: once)
         for i, p in enumerate(ready):
             seq = stream_seq_of(p.msg)
-            if slot.contains(seq):
-                ran.append(_Ran(p.msg, None, None, seq, skipped=True))
+            msg_id = p.headers.get(Hdr.MSG_ID)
+            if (
+                slot.contains(seq)
+                or (msg_id is not None and msg_id in ids)
+                or store.recent.copy_of_applied(msg_id, key, seq)
+            ):
+                ran.append(_Ran(p.msg, None, None, seq, msg_id, skipped=True))
                 continue
             try:
                 result = await self._call(instance, p)
@@ -122,7 +131,9 @@ class StatefulBatch:
             changed = store.changed_from(raw, getattr(instance, STATE_ATTR))
             if changed is not None:
                 raw = changed
-            ran.append(_Ran(p.msg, p.reply_to, result, seq))
+            ran.append(_Ran(p.msg, p.reply_to, result, seq, msg_id))
+            if msg_id is not None:
+                ids.add(msg_id)
         if not await self._commit(key, raw, ran):
             await self._one_by_one(ready)
 
@@ -172,6 +183,8 @@ class StatefulBatch:
                 await replies.value(r.reply_to, r.result)
             await settler.ack(r.msg)
             slot.acked.append(r.seq)
+            if not r.skipped:
+                store.recent.remember(r.msg_id, key, r.seq)
             w.handled += 1
         return True
 

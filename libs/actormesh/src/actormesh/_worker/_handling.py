@@ -337,13 +337,14 @@ class Handling:
         if store is None:  # never: only called with a store
             raise RuntimeError("stateful call without a state store")
         seq = stream_seq_of(inp.msg)
+        msg_id = inp.headers.get(Hdr.MSG_ID)
         for attempt in range(_MAX_CONFLICTS):
             if attempt > 1:
                 # Two writers on one key that keep colliding: a random pause lets one
                 # of them through (writers on one key are a misconfiguration anyway).
                 await asyncio.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311
             slot = self._slots[key]
-            if slot.contains(seq):
+            if slot.contains(seq) or store.recent.copy_of_applied(msg_id, key, seq):
                 self.skipped += 1
                 slot.acked.append(seq)  # acked next, before this key's next commit
                 return _SKIPPED
@@ -357,6 +358,7 @@ class Handling:
                     inp.actor = instance
                     continue
             slot.acked.append(seq)
+            store.recent.remember(msg_id, key, seq)
             return result
         raise StateConflict(store.bucket, key, expected=self._slots[key].revision)
 
@@ -438,7 +440,9 @@ class Handling:
         slot = self._slots.get(key)
         if slot is None:
             _, slot = await store.load(key)
-        return slot.contains(stream_seq_of(msg))
+        seq = stream_seq_of(msg)
+        msg_id = (msg.headers or {}).get(Hdr.MSG_ID)
+        return slot.contains(seq) or bool(store.recent.copy_of_applied(msg_id, key, seq))
 
     async def fresh_instance(self, key: str) -> Actor:
         """A new instance for `key`, with its committed state loaded (no hook run)."""
