@@ -30,7 +30,7 @@ from actormesh._nats import (
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-@pytest.mark.parametrize("method", ["_send_publish", "_process_headers"])
+@pytest.mark.parametrize("method", ["_send_publish", "_process_headers", "_process_msg"])
 def test_overrides_keep_the_signature_of_nats_py(method: str) -> None:
     ours = inspect.signature(getattr(Client, method))
     theirs = inspect.signature(getattr(NatsClient, method))

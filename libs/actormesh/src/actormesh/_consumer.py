@@ -29,6 +29,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ._nats import Client
+
 __all__ = ["PullConsumer"]
 
 log = logging.getLogger("actormesh.consumer")
@@ -81,6 +83,9 @@ class PullConsumer:
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._deliver, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+        if isinstance(self._nc, Client):
+            # Nothing here waits: the read loop may call it (see `deliver_directly`).
+            self._nc.deliver_directly(self._sub, self.deliver)
         self._task = asyncio.create_task(self._pump(), name="actormesh-pull")
 
     def pause(self) -> None:
@@ -97,6 +102,8 @@ class PullConsumer:
                     await task
         self._task = None
         if self._sub is not None:
+            if isinstance(self._nc, Client):
+                self._nc.deliver_queued(self._sub)
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
@@ -115,6 +122,10 @@ class PullConsumer:
         self._wake.set()
 
     async def _deliver(self, msg: Msg) -> None:
+        self.deliver(msg)
+
+    def deliver(self, msg: Msg) -> None:
+        """A message on our pull inbox: a status, or one for the worker."""
         self.last_activity = time.monotonic()
         headers = msg.headers
         if headers is not None and not msg.data and "Status" in headers:

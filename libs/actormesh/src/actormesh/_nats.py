@@ -14,8 +14,13 @@ one pass over the common case and hands anything else to nats-py:
   the dict nats-py would return; a status line (`NATS/1.0 503`), non-ASCII
   bytes or an odd name go to nats-py's own parser.
 
-These overrides replace two private methods of nats-py's client
-(`_send_publish`, `_process_headers`) and call a few more of its internals.
+A worker's pull inbox also skips nats-py's per-subscription queue and task:
+`Client.deliver_directly` has the read loop hand its messages to a plain
+function (see there).
+
+These overrides replace three private methods of nats-py's client
+(`_send_publish`, `_process_headers`, `_process_msg`) and call a few more of
+its internals.
 They were checked against the nats-py versions the package metadata allows
 (`nats-py>=2.16,<2.17`: 2.16 is the first to refuse a header name that is not
 a token, as the writer here does). At import, `check_overrides` looks at
@@ -30,12 +35,15 @@ code, so an upgrade that changes what they do fails there.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from nats.aio.client import Client as _NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import BadHeaderError
 from nats.protocol import command as _command
 from nats.protocol.command import pub_cmd
@@ -49,6 +57,8 @@ __all__ = [
     "parse_header_block",
     "publish_bytes",
 ]
+
+_log = logging.getLogger("actormesh.nats")
 
 #: nats-py's rule for a header name (an RFC 7230 token).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
@@ -145,7 +155,55 @@ def parse_header_block(block: bytes) -> dict[str, str] | None:
 
 
 class Client(_NatsClient):
-    """nats-py's client, writing and reading message headers in one pass."""
+    """nats-py's client, writing and reading message headers in one pass, and
+    handing a subscription's messages to a plain function from the read loop
+    (`deliver_directly`)."""
+
+    #: Subscription ids to the functions their messages go to (`deliver_directly`).
+    _direct: dict[int, Callable[[Msg], None]] | None = None
+
+    def deliver_directly(self, sub: Subscription, fn: Callable[[Msg], None]) -> bool:
+        """From now on, call `fn(msg)` for each of `sub`'s messages as the read loop
+        parses it, instead of queueing it for `sub`'s task to await its callback
+        (a queue put and get, a task switch and a coroutine per message: what a
+        worker's pull inbox does not need, its callback never waits). `fn` must
+        not block; what it raises is logged. False (nothing changed) when the
+        overrides are off."""
+        if "_process_msg" not in Client.__dict__:
+            return False
+        if self._direct is None:
+            self._direct = {}
+        self._direct[sub._id] = fn
+        return True
+
+    def deliver_queued(self, sub: Subscription) -> None:
+        """Undo `deliver_directly`: `sub`'s callback gets its messages again."""
+        if self._direct is not None:
+            self._direct.pop(sub._id, None)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        direct = self._direct
+        fn = direct.get(sid) if direct is not None else None
+        if fn is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        hdr: dict[str, str] | None = None
+        if headers:
+            try:
+                hdr = parse_header_block(headers)
+            except NotCommon:
+                hdr = await super()._process_headers(headers)
+        msg = self._build_message(sid, subject, reply, data, hdr)
+        try:
+            fn(msg)
+        except Exception:
+            # The read loop must go on: nats-py's subscription task logs and goes on too.
+            _log.exception("a directly delivered message's handler raised")
 
     async def _send_publish(
         self,
@@ -198,11 +256,12 @@ class NatsOverridesDisabled(RuntimeWarning):
 _METHODS: dict[str, tuple[str, ...]] = {
     "_send_publish": ("self", "subject", "reply", "payload", "payload_size", "headers"),
     "_process_headers": ("self", "headers"),
+    "_process_msg": ("self", "sid", "subject", "reply", "data", "headers"),
     "_send_command": ("self", "cmd", "priority"),
     "_flush_pending": ("self", "force_flush"),
 }
 #: The methods `Client` defines in place of nats-py's.
-OVERRIDES = ("_send_publish", "_process_headers")
+OVERRIDES = ("_send_publish", "_process_headers", "_process_msg")
 
 
 def _parameters(fn: Callable[..., Any]) -> tuple[str, ...] | None:
@@ -231,6 +290,11 @@ def _shape_problems(base: type[_NatsClient]) -> list[str]:
         buffer = ("_pending", "_pending_data_size", "_max_pending_size")
         if not all(hasattr(probe, name) for name in buffer):
             problems.append("the client has no _pending/_pending_data_size/_max_pending_size")
+        build = getattr(probe, "_build_message", None)
+        if build is None or _parameters(build) != ("sid", "subject", "reply", "data", "headers"):
+            problems.append("the client's _build_message takes other parameters")
+        if not {"in_msgs", "in_bytes"} <= stats.keys():
+            problems.append("the client has no in_msgs/in_bytes stats")
     except Exception as exc:  # any surprise in a client made only to be looked at
         problems.append(f"a client cannot be made to check its attributes ({exc!r})")
     return problems
