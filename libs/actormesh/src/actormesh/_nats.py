@@ -34,6 +34,7 @@ code, so an upgrade that changes what they do fails there.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
@@ -53,6 +54,7 @@ __all__ = [
     "NatsOverridesDisabled",
     "NotCommon",
     "check_overrides",
+    "flushed",
     "header_block",
     "parse_header_block",
     "publish_bytes",
@@ -244,6 +246,17 @@ class Client(_NatsClient):
         except NotCommon:
             result: dict[str, str] | None = await super()._process_headers(headers)
             return result
+
+
+async def flushed(flush: Coroutine[Any, Any, Any], what: str) -> None:
+    """Await what `Client.queue` returned; a failure is logged, not raised (the
+    bytes were queued; a connection that broke loses them as it would anyway)."""
+    try:
+        await flush
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        _log.warning("%s: flushing the write buffer failed: %r", what, exc)
 
 
 class NatsOverridesDisabled(RuntimeWarning):

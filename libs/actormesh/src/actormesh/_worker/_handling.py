@@ -177,10 +177,28 @@ class Handling:
             raise
         w.in_flight -= 1
         self.durations.append(time.perf_counter() - started)
-        if reply_to and (ctx is None or not ctx.replied):
-            await w._replies.value(reply_to, result)
-        await w._settler.ack(msg)
+        pending = self._answer(msg, reply_to if ctx is None or not ctx.replied else None, result)
+        if pending is not None:
+            await pending
         w.handled += 1
+
+    def _answer(
+        self, msg: Msg, reply_to: str | None, result: Any
+    ) -> Coroutine[Any, Any, None] | None:
+        """The reply (to an ask) and the ack, put on the write buffer: what is left
+        to await, if anything (not a coroutine itself: the common case costs none)."""
+        w = self._w
+        if reply_to:
+            pending = w._replies.value_soon(reply_to, result)
+            if pending is not None:
+                return self._answer_after(pending, msg)
+        return w._settler.ack_soon(msg)
+
+    async def _answer_after(self, reply: Coroutine[Any, Any, None], msg: Msg) -> None:
+        await reply
+        pending = self._w._settler.ack_soon(msg)
+        if pending is not None:
+            await pending
 
     async def prepare(self, key: str, msg: Msg) -> Prepared | None:
         """Decode `msg` and check its grant; None when it was settled here (an

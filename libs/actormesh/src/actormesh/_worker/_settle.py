@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
 from .._consumer import PullConsumer
+from .._nats import flushed
 
 if TYPE_CHECKING:
     from .._nats import Client
@@ -55,19 +56,34 @@ class Settler:
         if not held:
             self.idle.set()
 
+    def ack_soon(self, msg: Msg) -> Coroutine[Any, Any, None] | None:
+        """`ack`, done here when it can be (the common case): None, or what the
+        caller must await (waking the flusher, once per loop turn, or `ack`
+        itself). Saves the hot path a coroutine per message."""
+        nc = self.nc
+        if self.ack_sync or nc is None or not msg.reply or msg._ackd or not nc.is_connected:
+            return self.ack(msg)
+        flush = self._queue_ack(msg, nc)
+        self._release(msg)
+        return None if flush is None else flushed(flush, "ack")
+
+    @staticmethod
+    def _queue_ack(msg: Msg, nc: Client) -> Coroutine[Any, Any, None] | None:
+        # The bytes `msg.ack()` writes (nats-py's `pub_cmd`, empty reply and body; a
+        # unit test pins them), queued on the connection's buffer without nats-py's
+        # publish checks (two coroutines and a subject scan per message): the
+        # subject is the server's own ack subject. The buffer goes out once per loop
+        # turn, so acks are batched. What to await, if anything: see `Client.queue`.
+        msg._ackd = True
+        return nc.queue(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
+
     async def ack(self, msg: Msg) -> None:
         nc = self.nc
         try:
             if self.ack_sync:
                 await msg.ack_sync(timeout=self.ack_timeout)
             elif nc is not None and msg.reply and not msg._ackd and nc.is_connected:
-                # The bytes `msg.ack()` writes (nats-py's `pub_cmd`, empty reply and
-                # body; a unit test pins them), queued on the connection's buffer
-                # without nats-py's publish checks (two coroutines and a subject scan
-                # per message): the subject is the server's own ack subject. The
-                # buffer goes out once per loop turn, so acks are batched.
-                msg._ackd = True
-                flush = nc.queue(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
+                flush = self._queue_ack(msg, nc)
                 if flush is not None:
                     await flush
             else:
