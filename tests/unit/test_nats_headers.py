@@ -7,6 +7,7 @@ nats-py that changes either side fails here rather than on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import inspect
 import random
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.errors import BadHeaderError, BadSubjectError
+from nats.errors import BadHeaderError, BadSubjectError, ConnectionClosedError
 from packaging.requirements import Requirement
 
 from actormesh import _nats
@@ -216,3 +217,49 @@ def test_parse_takes_the_common_case_and_leaves_the_rest() -> None:
     for odd in odd_blocks:
         with pytest.raises(NotCommon):
             parse_header_block(odd)
+
+
+def _connected(cls: type[NatsClient]) -> NatsClient:
+    """A client of `cls` that takes publishes onto its write buffer (no socket)."""
+    nc = cls()
+    nc._status = NatsClient.CONNECTED
+    nc._flush_queue = asyncio.Queue()
+    nc._flusher_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    return nc
+
+
+@pytest.mark.parametrize("headers", WRITTEN)
+async def test_publish_soon_buffers_what_nats_py_publish_buffers(
+    headers: dict[str, str] | None,
+) -> None:
+    ours, theirs = _connected(Client), _connected(NatsClient)
+    assert isinstance(ours, Client)
+    pending = ours.publish_soon("am.mbox.t.k", b"payload", "_INBOX.x.1", headers)
+    if pending is not None:
+        await pending
+    await theirs.publish("am.mbox.t.k", b"payload", reply="_INBOX.x.1", headers=headers)
+    assert ours._pending == theirs._pending
+    assert ours.stats["out_msgs"] == theirs.stats["out_msgs"] == 1
+    assert ours.stats["out_bytes"] == theirs.stats["out_bytes"] == 7
+
+
+@pytest.mark.parametrize("subject", ["", "a b", "a\tb", "a\r\nPUB x 1"])
+async def test_publish_soon_refuses_the_subjects_publish_refuses(subject: str) -> None:
+    ours, theirs = _connected(Client), _connected(NatsClient)
+    assert isinstance(ours, Client)
+    with pytest.raises(BadSubjectError):
+        ours.publish_soon(subject, b"x", "", None)
+    with pytest.raises(BadSubjectError):
+        ours.publish_soon("ok", b"x", subject or " ", None)
+    with pytest.raises(BadSubjectError):
+        await theirs.publish(subject, b"x")
+    assert ours._pending == []
+
+
+async def test_publish_soon_leaves_a_closed_client_to_publish() -> None:
+    nc = Client()
+    nc._status = NatsClient.CLOSED
+    pending = nc.publish_soon("am.mbox.t.k", b"x", "", None)
+    assert pending is not None  # nats-py's publish, which refuses
+    with pytest.raises(ConnectionClosedError):
+        await pending

@@ -383,8 +383,14 @@ class Mesh:
                     await acks.wait_room()
         token = f"{next(self._ids):x}"
         fut = acks.add(token, timeout, at if ack_at is None else ack_at)
+        nc = self.nc
         try:
-            await self.nc.publish(subject, payload, reply=self._inbox_dot + token, headers=headers)
+            if type(nc) is Client:
+                pending = nc.publish_soon(subject, payload, self._inbox_dot + token, headers)
+                if pending is not None:
+                    await pending
+            else:
+                await nc.publish(subject, payload, reply=self._inbox_dot + token, headers=headers)
         except nats.errors.MaxPayloadError as exc:
             acks.discard(token)
             raise PayloadTooLarge(len(payload), self.nc.max_payload) from exc
