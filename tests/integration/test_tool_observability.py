@@ -273,3 +273,39 @@ async def test_a_tool_worker_reports_tool_figures_without_a_metrics_port(mesh: M
     plain = Worker(mesh, Recorder)
     async with await instrument_worker(plain, env={}):
         assert plain.tool_stats is None
+
+
+async def test_tool_metrics_leave_the_other_messages_batched(mesh: Mesh) -> None:
+    """An actor with state and tools (the example counter) under its tool metrics, as
+    `actormesh worker` runs it: its plain messages still commit in batches, tool
+    calls between them are counted and applied in order, and the total is exact."""
+    from actormesh.observability._toolmetrics import ToolMetrics
+    from actormesh_counter import Counter, Get, Inc
+
+    ref = mesh.ref(Counter, "hot")
+    await mesh.declare(Counter)
+    await mesh.tools.grants.grant("ops", "counter.add")
+    burst: list[Any] = [Inc(by=1) for _ in range(400)]
+    await ref.tell_many(burst[:200])  # queued before the worker starts: they batch
+    worker = Worker(mesh, Counter)
+    metrics = ToolMetrics(worker, CollectorRegistry())
+    await worker.start()
+    try:
+        await eventually(
+            lambda: _ready(mesh, "ops", "counter.add"), what="the grant reached the worker"
+        )
+        added = await mesh.tools.call("counter.add", {"key": "hot", "by": 1000}, principal="ops")
+        assert added >= 1000
+        await ref.tell_many(burst[200:])
+        assert await ref.ask(Get(), timeout=10) == 1400
+        store = worker._handling.store
+        assert store is not None
+        assert store.commits < 300, "plain messages committed in batches"
+        assert metrics.figures["counter.add"].calls == 1
+    finally:
+        await worker.drain(grace=5.0)
+        metrics.close()
+
+
+async def _ready(mesh: Mesh, principal: str, tool: str) -> bool | None:
+    return mesh.tools.grants.allowed_now(principal, tool) or None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from ._subjects import deliveries_of
 
@@ -146,6 +146,11 @@ class HandlerInterceptor(Protocol):
 
 class WorkerInterceptor:
     """Base class of worker interceptors: every method passes through."""
+
+    #: True: it wraps only messages to tool handlers (`intercept_message` and
+    #: `intercept_handler`); the worker's other messages keep the path nothing
+    #: wraps (no chain, and batched commits for an actor with state).
+    tools_only: ClassVar[bool] = False
 
     def intercept_message(self, next: HandleMessage) -> HandleMessage:
         """Wrap the handling of one decoded message (handler, reply, failure handling)."""

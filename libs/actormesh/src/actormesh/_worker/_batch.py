@@ -18,7 +18,10 @@ loop that writes after every message, with the same guarantees:
   batch again on the one-message path, which reloads and re-checks as it goes.
 
 Actors with interceptors (a tracer) keep the one-message path: a span per
-message covers its handler, commit and reply.
+message covers its handler, commit and reply. So do the messages an
+interceptor wraps when it wraps only some (`tools_only`: a tool's metrics):
+a batch commits what ran before such a message, then takes the one-message
+path from it on.
 """
 
 from __future__ import annotations
@@ -105,6 +108,14 @@ class StatefulBatch:
         ran: list[_Ran] = []
         ids: set[str] = set()  # of this batch's messages run (one stored twice: once)
         for i, p in enumerate(ready):
+            if type(p.obj) in h.chained:
+                # An interceptor wraps it (a tool's metrics): what ran before it is
+                # committed, and it and the rest go the one-message way, in order.
+                if not await self._commit(key, raw, ran):
+                    await self._one_by_one(ready)
+                    return
+                await self._one_by_one(ready[i:])
+                return
             seq = stream_seq_of(p.msg)
             msg_id = p.headers.get(Hdr.MSG_ID)
             if (

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
-from .._actor import Actor, Context
+from .._actor import Actor, Context, Handler
 from .._errors import StateConflict
 from .._interceptor import (
     CallHandler,
@@ -81,6 +81,9 @@ class Handling:
         self._outcomes: tuple[WorkerInterceptor, ...] = ()
         self._failing: set[int] = set()
         self._step: HandleMessage = self._handle
+        #: The chain of a message to a tool (`tools_only` interceptors too).
+        self._tool_step: HandleMessage = self._handle
+        self.chained: frozenset[type[Any]] = frozenset()
         self._calls: dict[type[Any], CallHandler] = {}
         self._plain_calls: frozenset[type[Any]] = frozenset()
         self._direct: frozenset[type[Any]] = frozenset()
@@ -100,21 +103,37 @@ class Handling:
         self.compose(())
 
     def compose(self, interceptors: tuple[WorkerInterceptor, ...]) -> None:
-        """Build the chains: worker-wide interceptors outside a handler's own."""
+        """Build the chains: worker-wide interceptors outside a handler's own.
+
+        Interceptors that say `tools_only` wrap the messages to tool handlers only:
+        the others keep the direct path and batched commits."""
         self._outcomes = tuple(i for i in interceptors if overrides_outcome(i))
-        self._step = compose_message(interceptors, self._handle)
+        general = tuple(i for i in interceptors if not i.tools_only)
+        self._step = compose_message(general, self._handle)
+        self._tool_step = compose_message(interceptors, self._handle)
+
+        def around(handler: Handler) -> tuple[WorkerInterceptor, ...]:
+            return interceptors if handler.tool is not None else general
+
         # Handlers no interceptor wraps run on the direct path (see `process`).
         self._direct = frozenset(
             message_type
             for message_type, handler in self._handlers.items()
-            if not interceptors and not handler.interceptors and self._w.spec.state_type is None
-        )
+            if not around(handler) and not handler.interceptors
+            and self._w.spec.state_type is None
+        )  # fmt: skip
         self._calls = {
-            message_type: compose_handler((*interceptors, *handler.interceptors), _call_handler)
+            message_type: compose_handler((*around(handler), *handler.interceptors), _call_handler)
             for message_type, handler in self._handlers.items()
         }
-        wrapped = bool(interceptors) or any(h.interceptors for h in self._handlers.values())
-        self.batch = StatefulBatch(self) if self.store is not None and not wrapped else None
+        #: Message types a batch of an actor with state must not run itself.
+        self.chained = frozenset(
+            message_type
+            for message_type, handler in self._handlers.items()
+            if around(handler) or handler.interceptors
+        )
+        batchable = len(self.chained) < len(self._handlers)
+        self.batch = StatefulBatch(self) if self.store is not None and batchable else None
         # Handlers whose call nothing wraps (a tracer wraps the message only): `_handle`
         # calls them itself, one coroutine frame less per message.
         self._plain_calls = frozenset(
@@ -269,7 +288,8 @@ class Handling:
         inp.message = obj
         inp.handler = handler
         inp.started = time.perf_counter()
-        if await self._step(inp) is None:
+        step = self._tool_step if handler.tool is not None else self._step
+        if await step(inp) is None:
             self.durations.append(time.perf_counter() - inp.started)
             await w._settler.ack(msg)
             w.handled += 1

@@ -61,6 +61,9 @@ class ToolMetrics(WorkerInterceptor):
     """Per-tool metrics of one worker, in `registry`; it is the worker's interceptor
     and its heartbeats' source of `ToolStats` (`close()` undoes all three)."""
 
+    #: The worker's other messages keep their unwrapped path (and batched commits).
+    tools_only = True
+
     def __init__(self, worker: Worker, registry: CollectorRegistry) -> None:
         self.worker = worker
         self.registry = registry
