@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from actormesh import Actor, ConfigError, MailboxConfig, Mesh, Message, WorkerConfig
-from actormesh._state import StateEnvelope, kv_key
+from actormesh._state import RecentIds, StateEnvelope, StateStore, kv_key
 from actormesh.testing import eventually, running_worker
 from tests.actors_state import (
     Add,
@@ -276,14 +276,28 @@ async def _store_again(mesh: Mesh, ref: Any, message: Message, msg_id: str) -> N
     await mesh.js.update_stream(config)
 
 
+@pytest.fixture
+def keep_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """State stores keep message ids as on a replicated mailbox (on one server they
+    keep none: there a leader change cannot store a resend twice)."""
+    ensure = StateStore.ensure
+
+    async def ensure_keeping_ids(self: StateStore) -> None:
+        await ensure(self)
+        self.recent = RecentIds(120.0)
+
+    monkeypatch.setattr(StateStore, "ensure", ensure_keeping_ids)
+
+
+@pytest.mark.usefixtures("keep_ids")
 async def test_a_message_the_broker_stored_twice_is_applied_once(mesh: Mesh) -> None:
     ref = mesh.ref(Ledger, "twice")
     async with running_worker(mesh, Ledger) as worker:
+        store = worker._handling.store
+        assert store is not None
         await ref.tell(Add(by=5), msg_id="deposit-1")
         assert await ref.ask(Total(), timeout=10) == 5
         await _store_again(mesh, ref, Add(by=5), "deposit-1")
-        store = worker._handling.store
-        assert store is not None
         await eventually(lambda: store.recent.stored_twice == 1)
         assert await ref.ask(Total(), timeout=10) == 5
         assert worker._handling.skipped == 1
@@ -294,6 +308,7 @@ async def test_a_message_the_broker_stored_twice_is_applied_once(mesh: Mesh) -> 
     assert info.state.messages == 0, "both copies were acked"
 
 
+@pytest.mark.usefixtures("keep_ids")
 async def test_both_copies_in_one_batch_apply_once(mesh: Mesh) -> None:
     """Both copies are queued before the worker starts, so they usually reach the
     key's lane together and one batch holds both: it runs the first only."""

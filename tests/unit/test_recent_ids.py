@@ -54,3 +54,11 @@ def test_ids_older_than_the_window_are_forgotten(monkeypatch: pytest.MonkeyPatch
     assert ids.copy_of_applied("new", "a", 9) == 2
     ids.remember("newer", "a", 3)  # each remember drops what left the window
     assert len(ids) == 2
+
+
+def test_a_cap_of_zero_keeps_nothing() -> None:
+    """What a store of a mailbox on one server has: no memory, no cost."""
+    ids = RecentIds(window=120, cap=0)
+    ids.remember("m-1", "a", 10)
+    assert len(ids) == 0
+    assert ids.copy_of_applied("m-1", "a", 17) is None

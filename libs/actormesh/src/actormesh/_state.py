@@ -35,11 +35,12 @@ replicated mailbox, across a leader change, nats-server has been seen to store
 both (two sequences, one id: nats-io/nats-server#7801 is an open report of the
 like). Sequences cannot tell those apart, so the store also remembers, in
 memory, the ids of the messages it applied within the duplicate window
-(`RecentIds`): a copy of one of them under another sequence is acked without
-running. In memory, not in the entry, because an id list covering the window
-would make every commit of a hot key tens of kilobytes; so this holds while the
-worker that applied the first copy runs (a restart between the two copies, or
-two workers sharing a key without partitions, can still apply both).
+(`RecentIds`, on a replicated mailbox only): a copy of one of them under
+another sequence is acked without running. In memory, not in the entry,
+because an id list covering the window would make every commit of a hot key
+tens of kilobytes; so this holds while the worker that applied the first copy
+runs (a restart between the two copies, or two workers sharing a key without
+partitions, can still apply both), and for the last `RECENT_IDS_MAX` ids.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ log = logging.getLogger("actormesh.state")
 
 #: The most sequences an entry lists above its floor.
 APPLIED_MAX = 8192
-#: The most message ids a store remembers (`RecentIds`): about 10 MB at most.
-RECENT_IDS_MAX = 100_000
+#: The most message ids a store of a replicated mailbox remembers (`RecentIds`):
+#: about 280 bytes each, 14 MB at most.
+RECENT_IDS_MAX = 50_000
 #: The instance attribute an actor declares its state as (`state: CounterState`).
 STATE_ATTR = "state"
 #: The header that makes a KV write a compare-and-set (JetStream's).
@@ -133,7 +135,8 @@ class StateSlot:
 
 class RecentIds:
     """The ids of the messages applied within the last `window` seconds (at most
-    `cap`, the oldest forgotten first), with the key and stream sequence of each."""
+    `cap`, the oldest forgotten first; none with `cap` 0), with the key and stream
+    sequence of each."""
 
     __slots__ = ("_cap", "_ids", "_window", "stored_twice")
 
@@ -145,7 +148,7 @@ class RecentIds:
         self.stored_twice = 0
 
     def remember(self, msg_id: str | None, key: str, seq: int) -> None:
-        if not msg_id or seq <= 0:
+        if not msg_id or seq <= 0 or not self._cap:
             return
         now = time.monotonic()
         ids = self._ids
@@ -241,8 +244,10 @@ class StateStore:
         self._stream = stream
         self._durable = durable
         self._kv: KeyValue | None = None
-        #: Ids of the messages applied lately (copies stored twice are not run).
-        self.recent = RecentIds(mailbox.duplicate_window)
+        #: Ids of the messages applied lately (copies stored twice are not run): kept
+        #: on a replicated mailbox only (`ensure`), where a leader change can store
+        #: a resend twice.
+        self.recent = RecentIds(mailbox.duplicate_window, cap=0)
         #: The mailbox consumer's ack floor, as last read.
         self.ack_floor = 0
         self.loads = 0
@@ -258,6 +263,8 @@ class StateStore:
 
         mailbox = self._mesh.replication.mailbox(self._mailbox)
         self._confirms = (mailbox.replicas or 1) == 1
+        if not self._confirms:
+            self.recent = RecentIds(mailbox.duplicate_window)
         storage = StorageType.MEMORY if mailbox.storage == "memory" else StorageType.FILE
         config = KeyValueConfig(
             bucket=self.bucket,
