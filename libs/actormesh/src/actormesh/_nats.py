@@ -232,8 +232,9 @@ class Client(_NatsClient):
         """`publish`, put on the write buffer here when the connection is up (the
         common case): None, or what the caller must await (waking the flusher,
         once per loop turn, or `publish` itself, which raises what it raises).
-        Checks what `publish` checks, in the same order, without its two
-        coroutine frames and the header block's second pass for its size."""
+        Refuses the subjects `publish` refuses and leaves it every other case
+        (closed, draining, reconnecting, too large), without its two coroutine
+        frames and the header block's second pass for its size."""
         if (
             not self.is_connected
             or self.is_draining_pubs
