@@ -111,10 +111,8 @@ class StatefulBatch:
             if type(p.obj) in h.chained:
                 # An interceptor wraps it (a tool's metrics): what ran before it is
                 # committed, and it and the rest go the one-message way, in order.
-                if not await self._commit(key, raw, ran):
-                    await self._one_by_one(ready)
-                    return
-                await self._one_by_one(ready[i:])
+                if await self._commit_or_redo(key, raw, ran, ready):
+                    await self._one_by_one(ready[i:])
                 return
             seq = stream_seq_of(p.msg)
             msg_id = p.headers.get(Hdr.MSG_ID)
@@ -133,11 +131,9 @@ class StatefulBatch:
                 # Commit what the messages before it made; the memory is
                 # supervision's to keep (resume) or reload (restart), as on the
                 # one-message path.
-                if not await self._commit(key, raw, ran):
-                    await self._one_by_one(ready)  # reloaded: all again, one by one
-                    return
-                await self._failed(instance, p, exc)
-                await self._one_by_one(ready[i + 1 :])
+                if await self._commit_or_redo(key, raw, ran, ready):
+                    await self._failed(instance, p, exc)
+                    await self._one_by_one(ready[i + 1 :])
                 return
             changed = store.changed_from(raw, getattr(instance, STATE_ATTR))
             if changed is not None:
@@ -145,8 +141,17 @@ class StatefulBatch:
             ran.append(_Ran(p.msg, p.reply_to, result, seq, msg_id))
             if msg_id is not None:
                 ids.add(msg_id)
-        if not await self._commit(key, raw, ran):
-            await self._one_by_one(ready)
+        await self._commit_or_redo(key, raw, ran, ready)
+
+    async def _commit_or_redo(
+        self, key: str, raw: bytes, ran: list[_Ran], ready: list[Prepared]
+    ) -> bool:
+        """`_commit`; on a conflict (the state reloaded, nothing settled) every message
+        of the batch runs again, one by one, and the result is False."""
+        if await self._commit(key, raw, ran):
+            return True
+        await self._one_by_one(ready)
+        return False
 
     async def _call(self, instance: Actor, p: Prepared) -> Any:
         handler = p.handler

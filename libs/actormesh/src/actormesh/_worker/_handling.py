@@ -115,13 +115,6 @@ class Handling:
         def around(handler: Handler) -> tuple[WorkerInterceptor, ...]:
             return interceptors if handler.tool is not None else general
 
-        # Handlers no interceptor wraps run on the direct path (see `process`).
-        self._direct = frozenset(
-            message_type
-            for message_type, handler in self._handlers.items()
-            if not around(handler) and not handler.interceptors
-            and self._w.spec.state_type is None
-        )  # fmt: skip
         self._calls = {
             message_type: compose_handler((*around(handler), *handler.interceptors), _call_handler)
             for message_type, handler in self._handlers.items()
@@ -132,8 +125,11 @@ class Handling:
             for message_type, handler in self._handlers.items()
             if around(handler) or handler.interceptors
         )
-        batchable = len(self.chained) < len(self._handlers)
-        self.batch = StatefulBatch(self) if self.store is not None and batchable else None
+        unwrapped = frozenset(self._handlers) - self.chained
+        # Without state, handlers no interceptor wraps run on the direct path (see
+        # `process`); with state, a batch runs them.
+        self._direct = unwrapped if self._w.spec.state_type is None else frozenset()
+        self.batch = StatefulBatch(self) if self.store is not None and unwrapped else None
         # Handlers whose call nothing wraps (a tracer wraps the message only): `_handle`
         # calls them itself, one coroutine frame less per message.
         self._plain_calls = frozenset(

@@ -12,7 +12,7 @@ import msgspec
 
 from .._errors import ActorMeshError
 from .._errwire import encode_error_reply
-from .._nats import Client, flushed, publish_bytes
+from .._nats import Client, flushed
 
 if TYPE_CHECKING:
     from .._mesh import Mesh
@@ -36,9 +36,9 @@ class Replies:
 
     def value_soon(self, reply_to: str, value: Any) -> Coroutine[Any, Any, None] | None:
         """`value`, done here when it can be (no tracer, a publishable subject, a
-        reply that encodes, the connection up): None, or what the caller must
-        await (waking the flusher, once per loop turn, or `value` itself). Saves
-        the hot path two coroutines per ask."""
+        reply that encodes): None, or what the caller must await (waking the
+        flusher, once per loop turn; nats-py's `publish` when the connection is
+        not up; or `value` itself). Saves the hot path two coroutines per ask."""
         nc = self.nc
         if nc is None or self._mesh.tracer is not None or not _publishable(reply_to):
             return self.value(reply_to, value)
@@ -46,11 +46,8 @@ class Replies:
             data = _encoder.encode(value)
         except (TypeError, msgspec.EncodeError):
             return self.value(reply_to, value)
-        if not _queueable(nc, data):
-            return self._send(reply_to, data, None, None)
-        nc.stats["out_bytes"] += len(data)
-        flush = nc.queue(publish_bytes(reply_to, "", data, None))
-        return None if flush is None else flushed(flush, f"reply to {reply_to}")
+        pending = nc.publish_soon(reply_to, data, "", None, checked=True)
+        return None if pending is None else flushed(pending, f"reply to {reply_to}")
 
     async def value(self, reply_to: str, value: Any) -> None:
         try:
@@ -83,13 +80,11 @@ class Replies:
         try:
             if tracer is None:
                 nc = self.nc
-                if nc is not None and _queueable(nc, data):
-                    # `publish` without its subject scan and checks: the subject was
-                    # checked above (more strictly), the connection and size here.
-                    nc.stats["out_bytes"] += len(data)
-                    flush = nc.queue(publish_bytes(reply_to, "", data, headers))
-                    if flush is not None:
-                        await flush
+                if nc is not None:
+                    # The subject was checked above, more strictly than `publish` does.
+                    pending = nc.publish_soon(reply_to, data, "", headers, checked=True)
+                    if pending is not None:
+                        await pending
                 else:
                     await mesh.nc.publish(reply_to, data, headers=headers)
                 return
@@ -102,11 +97,6 @@ class Replies:
             raise
         except Exception as exc:
             log.warning("reply to %s not sent: %r", reply_to, exc)
-
-
-def _queueable(nc: Client, data: bytes) -> bool:
-    """Whether a reply can go straight on the write buffer (`Client.queue`)."""
-    return nc.is_connected and not nc.is_draining_pubs and len(data) <= nc.max_payload
 
 
 #: Whitespace, an empty token, or a wildcard token.

@@ -60,12 +60,20 @@ class Settler:
         """`ack`, done here when it can be (the common case): None, or what the
         caller must await (waking the flusher, once per loop turn, or `ack`
         itself). Saves the hot path a coroutine per message."""
-        nc = self.nc
-        if self.ack_sync or nc is None or not msg.reply or msg._ackd or not nc.is_connected:
+        nc = self._direct(msg)
+        if nc is None:
             return self.ack(msg)
         flush = self._queue_ack(msg, nc)
         self._release(msg)
         return None if flush is None else flushed(flush, "ack")
+
+    def _direct(self, msg: Msg) -> Client | None:
+        """The connection to queue `msg`'s ack on (`_queue_ack`), or None: `msg.ack()`
+        or `ack_sync` do it."""
+        nc = self.nc
+        if self.ack_sync or nc is None or not msg.reply or msg._ackd or not nc.is_connected:
+            return None
+        return nc
 
     @staticmethod
     def _queue_ack(msg: Msg, nc: Client) -> Coroutine[Any, Any, None] | None:
@@ -78,11 +86,10 @@ class Settler:
         return nc.queue(b"PUB %s  0\r\n\r\n" % msg.reply.encode())
 
     async def ack(self, msg: Msg) -> None:
-        nc = self.nc
         try:
             if self.ack_sync:
                 await msg.ack_sync(timeout=self.ack_timeout)
-            elif nc is not None and msg.reply and not msg._ackd and nc.is_connected:
+            elif (nc := self._direct(msg)) is not None:
                 flush = self._queue_ack(msg, nc)
                 if flush is not None:
                     await flush
