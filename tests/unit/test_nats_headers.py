@@ -7,7 +7,6 @@ nats-py that changes either side fails here rather than on the wire.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import inspect
 import random
@@ -27,6 +26,7 @@ from actormesh._nats import (
     check_overrides,
     parse_header_block,
 )
+from tests.unit._buffer import buffering
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -219,20 +219,11 @@ def test_parse_takes_the_common_case_and_leaves_the_rest() -> None:
             parse_header_block(odd)
 
 
-def _connected(cls: type[NatsClient]) -> NatsClient:
-    """A client of `cls` that takes publishes onto its write buffer (no socket)."""
-    nc = cls()
-    nc._status = NatsClient.CONNECTED
-    nc._flush_queue = asyncio.Queue()
-    nc._flusher_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
-    return nc
-
-
 @pytest.mark.parametrize("headers", WRITTEN)
 async def test_publish_soon_buffers_what_nats_py_publish_buffers(
     headers: dict[str, str] | None,
 ) -> None:
-    ours, theirs = _connected(Client), _connected(NatsClient)
+    ours, theirs = buffering(Client), buffering(NatsClient)
     assert isinstance(ours, Client)
     pending = ours.publish_soon("am.mbox.t.k", b"payload", "_INBOX.x.1", headers)
     if pending is not None:
@@ -245,7 +236,7 @@ async def test_publish_soon_buffers_what_nats_py_publish_buffers(
 
 @pytest.mark.parametrize("subject", ["", "a b", "a\tb", "a\r\nPUB x 1"])
 async def test_publish_soon_refuses_the_subjects_publish_refuses(subject: str) -> None:
-    ours, theirs = _connected(Client), _connected(NatsClient)
+    ours, theirs = buffering(Client), buffering(NatsClient)
     assert isinstance(ours, Client)
     with pytest.raises(BadSubjectError):
         ours.publish_soon(subject, b"x", "", None)

@@ -3,23 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
-
 from actormesh._nats import Client, publish_bytes
 from actormesh._worker._replies import Replies
+from tests.unit._buffer import buffering
 
 INBOX = "_INBOX.abc.7f"
 
 
 def replies_on_a_connected_client() -> tuple[Replies, Client]:
-    nc = Client()
-    nc._status = NatsClient.CONNECTED  # only its write buffer is used here
-    nc._flush_queue = asyncio.Queue()
-    nc._flusher_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    nc = buffering()
+    assert isinstance(nc, Client)
     mesh: Any = SimpleNamespace(tracer=None, nc=nc)
     replies = Replies(mesh)
     replies.nc = nc

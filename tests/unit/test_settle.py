@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.protocol.command import pub_cmd
 
 from actormesh._nats import Client
 from actormesh._worker._settle import Settler
+from tests.unit._buffer import buffering
 
 REPLY = "$JS.ACK.MBOX.c.1.42.42.1700000000000000000.0"
 
 
 def a_connected_client() -> Client:
-    nc = Client()
-    nc._status = NatsClient.CONNECTED  # only its write buffer is used here
+    nc = buffering()
+    assert isinstance(nc, Client)
     return nc
 
 
@@ -48,10 +46,8 @@ async def test_ack_soon_writes_the_same_bytes_without_a_coroutine_of_its_own() -
     msgs = [Msg(_client=nc, subject="m.mbox.t.k", reply=REPLY, data=b"{}") for _ in range(2)]
     for msg in msgs:
         settler.hold(msg)
-    # A flusher that never runs: the first ack returns what wakes it (to await),
-    # the second nothing (it has been woken and not yet run).
-    nc._flush_queue = asyncio.Queue()
-    nc._flusher_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    # The flusher never runs: the first ack returns what wakes it (to await), the
+    # second nothing (it has been woken and not yet run).
     first = settler.ack_soon(msgs[0])
     assert first is not None
     await first
