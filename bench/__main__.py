@@ -4,8 +4,8 @@
 (``make bench`` runs this). Modules: ``bench/bench_mesh.py`` (issues 2 and 14)
 and, when present, ``bench_patterns.py``, ``bench_supervisor.py``,
 ``bench_tracing.py``, ``bench_sender.py`` and ``bench_keys.py`` (issue 14), and
-``bench_state.py`` (issue 15), ``bench_tools.py`` (issue 16), and
-``bench_priority.py`` (issue 19).
+``bench_state.py`` (issue 15), ``bench_tools.py`` (issue 16),
+``bench_priority.py`` (issue 19) and ``bench_parser.py`` (issue 14, no broker).
 Each exposes ``main(argv) -> dict`` (a coroutine is awaited); one failing
 does not stop the rest. The combined report goes to
 stdout and to ``bench/results/latest.{json,md}``; progress goes to stderr.
@@ -43,6 +43,7 @@ MODULES = {
     "bench_mcp": "mcp",
     "bench_cluster": "cluster",
     "bench_priority": "priority",
+    "bench_parser": "parser",
 }
 MESH_SECTIONS = ("tell", "ask", "rss")
 

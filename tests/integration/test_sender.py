@@ -4,10 +4,12 @@ deadlines, the window of publishes in flight, duplicates and size checks."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
+from nats.aio.msg import Msg
 
 from actormesh import (
     Actor,
@@ -239,3 +241,94 @@ async def test_asks_of_many_timeouts_each_expire(mesh: Mesh, silent: str) -> Non
     results = await asyncio.gather(*asks, return_exceptions=True)
     assert all(isinstance(r, AskTimeout) for r in results)
     assert done_order[0] == 11 and done_order[-1] == 0  # shortest first, longest last
+
+
+# -- a durable request's PubAck: checked beside the wait for the reply ------------------
+
+
+async def test_an_ask_waits_out_a_full_mailbox_and_is_answered(
+    nats_url: str, mesh_prefix: str, mesh: Mesh
+) -> None:
+    patient = await _mesh(nats_url, mesh_prefix, publish_timeout=5.0, window=8)
+    patient.full_policy = FullPolicy(wait=30.0)
+    refused = 0
+    parse = patient._parse_puback
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal refused
+        try:
+            return parse(*args, **kwargs)  # type: ignore[arg-type]
+        except MailboxFull:
+            refused += 1
+            raise
+
+    patient._parse_puback = counted  # type: ignore[assignment,method-assign]
+    try:
+        await patient.declare(Tiny)
+        tiny = patient.ref(Tiny, "t")
+        for _ in range(2):
+            await tiny.tell(Ping())
+        asking = asyncio.create_task(tiny.ask(Ping(), timeout=20.0))
+        await asyncio.sleep(0.3)
+        # Refused (the mailbox is full) and waiting to try again, not failed.
+        assert not asking.done()
+        assert refused >= 1
+        async with running_worker(patient, Tiny):
+            assert await asking == "pong"
+    finally:
+        await patient.nc.close()
+
+
+class _StandIn:
+    """A core subscriber on a mailbox subject standing in for its stream, to order
+    the PubAck and the reply as a broker seldom does: replies to a request through
+    its `Am-Reply-To` header, and acks (or not) the copies it is sent."""
+
+    def __init__(self, mesh: Mesh, actor_type: str, *, ack_from: int | None) -> None:
+        self.mesh, self.actor_type, self.ack_from = mesh, actor_type, ack_from
+        self.copies: list[str] = []
+
+    async def __aenter__(self) -> _StandIn:
+        nc = self.mesh.nc
+        self.sub = await nc.subscribe(self.mesh.subjects.mailbox(self.actor_type, "*"), cb=self._on)
+        await nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.sub.unsubscribe()
+
+    async def _on(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        self.copies.append(headers.get("Nats-Msg-Id", ""))
+        if self.ack_from is None:
+            await self.mesh.nc.publish(headers["Am-Reply-To"], b'"pong"')
+            return  # stored, but the PubAck is lost
+        if len(self.copies) < self.ack_from:
+            return  # this copy is lost, and its PubAck with it
+        # The reply first, the PubAck after it: the order the sender must survive.
+        await self.mesh.nc.publish(headers["Am-Reply-To"], b'"pong"')
+        await self.mesh.nc.publish(msg.reply, b'{"stream":"STANDIN","seq":1}')
+
+
+async def test_a_reply_answers_an_ask_whose_puback_is_lost(mesh: Mesh) -> None:
+    # The reply proves the request was stored: the ask does not wait for the PubAck.
+    async with _StandIn(mesh, "standin", ack_from=None) as stand_in:
+        started = time.monotonic()
+        assert await mesh.ref("standin", "k").ask(b'{"type":"Ping"}', timeout=5.0) == "pong"
+        assert time.monotonic() - started < 5.0
+    assert len(stand_in.copies) == 1
+    assert not mesh._acks.pending  # the PubAck is no longer waited for
+
+
+async def test_an_ask_resent_for_a_lost_puback_keeps_the_reply_to_the_resend(
+    mesh: Mesh,
+) -> None:
+    # The first copy's PubAck never comes: after its share of the timeout the ask is
+    # sent again under its id, and the reply to that copy (ahead of its PubAck) must
+    # reach the ask, not a wait that already ended.
+    async with _StandIn(mesh, "standin", ack_from=2) as stand_in:
+        started = time.monotonic()
+        reply = await mesh.ref("standin", "k").ask(b'{"type":"Ping"}', timeout=3.0, msg_id="m-1")
+        assert reply == "pong"
+        assert 1.0 <= time.monotonic() - started < 3.0
+    assert stand_in.copies == ["m-1", "m-1"]

@@ -63,6 +63,21 @@ async def test_a_deadline_set_out_of_order_still_expires_on_time() -> None:
     assert await later is None
 
 
+async def test_a_renewed_wait_keeps_its_first_deadline() -> None:
+    waits: InFlight[str] = InFlight(10)
+    first = waits.add("a", 0.05)
+    first.set_result("settled by its owner")  # not through `resolve`: still waited on
+    renewed = waits.renew("a")
+    assert renewed is not first and waits.pending["a"] is renewed
+    assert await renewed is None  # the first deadline still applies
+    assert not waits.pending
+    again = waits.add("b", 10.0)
+    again.set_result("settled")
+    answered = waits.renew("b")
+    assert waits.resolve("b", "reply")
+    assert await answered == "reply"
+
+
 async def test_the_window_holds_senders_until_room_is_made() -> None:
     waits: InFlight[str] = InFlight(2)
     waits.add("a", None)

@@ -80,6 +80,16 @@ class InFlight(Generic[T]):
             self._deadline(loop, token, timeout, loop.time() + timeout if at is None else at)
         return fut
 
+    def renew(self, token: str) -> asyncio.Future[T | None]:
+        """A new future for `token`, which is waited on, under the deadline its
+        first one was given (that one was settled by its owner, not by `resolve`)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T | None] = loop.create_future()
+        self.pending[token] = fut
+        return fut
+
     def _deadline(
         self, loop: asyncio.AbstractEventLoop, token: str, timeout: float, at: float
     ) -> None:

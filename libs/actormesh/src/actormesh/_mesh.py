@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast, overload
 
 import msgspec
 import nats
@@ -83,6 +84,14 @@ class _PubAck(msgspec.Struct):
     error: _ApiError | None = None
 
 
+class _AckFailed(NamedTuple):
+    """A durable request's PubAck was a refusal or did not come (`error`); its
+    reply is now awaited on `reply`."""
+
+    error: Exception
+    reply: asyncio.Future[Msg | _AckFailed | None]
+
+
 _puback = msgspec.json.Decoder(_PubAck)
 #: A PubAck with no error decodes straight to its Receipt.
 _receipt_decoder = msgspec.json.Decoder(Receipt)
@@ -130,8 +139,9 @@ class Mesh:
         # Cheaper than a NUID per message, and as unique: random per connection.
         self._msg_id_prefix = f"{uuid.uuid4().hex[:16]}-"
         self._msg_ids = itertools.count(1)
-        #: Replies to requests (asks), each until its deadline.
-        self._replies: InFlight[Msg] = InFlight(sys.maxsize)
+        #: Replies to requests (asks), each until its deadline; or the news that a
+        #: durable request's PubAck failed (`_AckFailed`, see `_durable_request`).
+        self._replies: InFlight[Msg | _AckFailed] = InFlight(sys.maxsize)
         self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._disconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         self._owns_connection = False
@@ -256,9 +266,13 @@ class Mesh:
         self.on_reconnect(self._reconnected)
         self._inbox = self.nc.new_inbox()
         self._inbox_dot = self._inbox + "."
-        await self.nc.subscribe(
+        sub = await self.nc.subscribe(
             self._inbox + ".*", cb=self._on_inbox, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
+        if isinstance(self.nc, Client):
+            # Resolving a future never waits: the read loop can do it, without the
+            # subscription's queue, task switch and coroutine per PubAck and reply.
+            self.nc.deliver_directly(sub, self._resolve)
 
     async def _reconnected(self) -> None:
         self._read_clustered()
@@ -346,6 +360,10 @@ class Mesh:
     # -- publishing -------------------------------------------------------------------
 
     async def _on_inbox(self, msg: Msg) -> None:
+        self._resolve(msg)
+
+    def _resolve(self, msg: Msg) -> None:
+        """Hand a PubAck or a reply to whoever waits for it (nobody: dropped)."""
         token = msg.subject[len(self._inbox_dot) :]
         if not self._acks.resolve(token, msg):
             self._replies.resolve(token, msg)
@@ -502,19 +520,88 @@ class Mesh:
         try:
             if reply_header is None:
                 await self.nc.publish(subject, payload, reply=inbox, headers=headers)
+                msg = cast("Msg | None", await fut)  # no PubAck: no `_AckFailed`
             else:
                 # The caller's dict: ours to extend (ActorRef builds a fresh one).
                 hdrs = headers if headers is not None else {}
                 hdrs[reply_header] = inbox
-                await self._store(
-                    subject, payload, hdrs, max_size, full_policy, ack_timeout=timeout, at=at
+                msg = await self._durable_request(
+                    subject, payload, hdrs, max_size, full_policy, timeout, at, token, fut
                 )
-            msg = await fut
         finally:
             self._replies.discard(token)
         if msg is None:
             raise TimeoutError
         return msg
+
+    async def _durable_request(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        max_size: int | None,
+        full_policy: FullPolicy | None,
+        timeout: float,
+        at: float,
+        token: str,
+        reply: asyncio.Future[Msg | _AckFailed | None],
+    ) -> Msg | None:
+        """Store a request and await its reply (None: not in time), the task waking
+        once in the common case instead of twice.
+
+        The PubAck is checked by a callback as it arrives (`_request_acked`), not by
+        this task: only a problem with it (a refusal, or none in time) wakes the task
+        before the reply, and `_store`'s loop then handles it as it handles its own
+        (retry a full mailbox, resend through an outage, raise). A reply proves the
+        request was stored, so it ends the wait even if its PubAck is still to come."""
+        self.check_size(payload, headers, limit=max_size)
+        started = time.monotonic()
+        wait = first_wait(headers, timeout)
+        ack_at = None if wait == timeout else asyncio.get_running_loop().time() + (wait or 0.0)
+        failed: Exception
+        try:
+            ack_token, ack = await self._send(subject, payload, headers, wait, at, ack_at)
+        except BrokerUnavailable as exc:
+            failed = exc
+        else:
+            ack.add_done_callback(functools.partial(self._request_acked, subject, wait, token))
+            try:
+                got = await reply
+            finally:
+                self._acks.discard(ack_token)  # a reply before its PubAck, or cancelled
+            if not isinstance(got, _AckFailed):
+                return got
+            failed, reply = got.error, got.reply
+        await self._store(
+            subject,
+            payload,
+            headers,
+            max_size,
+            full_policy,
+            ack_timeout=timeout,
+            at=at,
+            failed=failed,
+            started=started,
+        )
+        # Only the first send's PubAck has the callback: no second `_AckFailed`.
+        return cast("Msg | None", await reply)
+
+    def _request_acked(
+        self, subject: str, wait: float | None, token: str, ack: asyncio.Future[Msg | None]
+    ) -> None:
+        """A durable request's PubAck came (or its wait ended): if it is not a plain
+        "stored", wake the request with the error, its reply `token` awaited anew."""
+        if ack.cancelled():
+            return
+        fut = self._replies.pending.get(token)
+        if fut is None or fut.done():
+            return  # answered already, or no longer awaited
+        try:
+            self._parse_puback(subject, ack.result(), wait)
+        except Exception as exc:  # the refusal or absence `_parse_puback` raises
+            # A new future under the same deadline before the old one wakes anybody:
+            # a reply that comes while the send is retried must find it.
+            fut.set_result(_AckFailed(exc, self._replies.renew(token)))
 
     async def _store(
         self,
@@ -526,6 +613,8 @@ class Mesh:
         *,
         ack_timeout: float | None = None,
         at: float | None = None,
+        failed: Exception | None = None,
+        started: float | None = None,
     ) -> Receipt:
         """Publish and parse the PubAck, waiting `ack_timeout` for it, retrying a full
         mailbox per policy. With `at` (the loop's clock), a request's deadline, set
@@ -539,9 +628,14 @@ class Mesh:
         the message has an id or is a compare-and-set, so a copy cannot be stored
         twice). Then `BrokerUnavailable`; a stream that does not exist is
         `NoSuchActorType` (for a mailbox) at once.
+
+        `failed`: the first attempt was made by the caller (`_durable_request`, at
+        `started` on the monotonic clock) and failed so; the loop goes on from there.
         """
-        self.check_size(payload, headers, limit=max_size)
-        started = time.monotonic()
+        if failed is None:
+            self.check_size(payload, headers, limit=max_size)
+        if started is None:
+            started = time.monotonic()
         retry = 0
         # Until something fails, no outage bookkeeping: the common case stays cheap.
         outage: Outage | None = None
@@ -551,6 +645,10 @@ class Mesh:
             ack_at = asyncio.get_running_loop().time() + wait
         while True:
             try:
+                if failed is not None:
+                    # Handled below as if this attempt had failed so (see `failed`).
+                    exc, failed = failed, None
+                    raise exc
                 return await self._attempt(subject, payload, headers, wait, at, ack_at)
             except MailboxFull as exc:
                 policy = full_policy or self.full_policy

@@ -14,9 +14,10 @@ one pass over the common case and hands anything else to nats-py:
   the dict nats-py would return; a status line (`NATS/1.0 503`), non-ASCII
   bytes or an odd name go to nats-py's own parser.
 
-A worker's pull inbox also skips nats-py's per-subscription queue and task:
-`Client.deliver_directly` has the read loop hand its messages to a plain
-function (see there).
+A worker's pull inbox and a Mesh's reply inbox also skip nats-py's
+per-subscription queue and task: `Client.deliver_directly` has the read loop
+hand their messages to a plain function (see there). The read loop itself reads
+message lines with `_nats_parser.MessageParser` instead of nats-py's parser.
 
 These overrides replace three private methods of nats-py's client
 (`_send_publish`, `_process_headers`, `_process_msg`) and call a few more of
@@ -48,6 +49,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import BadHeaderError, BadSubjectError
 from nats.protocol import command as _command
 from nats.protocol.command import pub_cmd
+
+from ._nats_parser import MessageParser, parser_problems
 
 __all__ = [
     "Client",
@@ -165,6 +168,11 @@ class Client(_NatsClient):
 
     #: Subscription ids to the functions their messages go to (`deliver_directly`).
     _direct: dict[int, Callable[[Msg], None]] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        if PARSER_OK:
+            self._ps = MessageParser(self)
 
     def deliver_directly(self, sub: Subscription, fn: Callable[[Msg], None]) -> bool:
         """From now on, call `fn(msg)` for each of `sub`'s messages as the read loop
@@ -372,3 +380,22 @@ def check_overrides(cls: type[_NatsClient], base: type[_NatsClient] = _NatsClien
 
 #: Whether `Client` runs the one-pass header code (False: nats-py's own).
 OVERRIDDEN = check_overrides(Client)
+
+
+def check_parser() -> bool:
+    """Whether nats-py's parser has the shape `MessageParser` expects; if not, one
+    `NatsOverridesDisabled` warning says why (`Client` keeps nats-py's parser)."""
+    problems = parser_problems()
+    if problems:
+        warnings.warn(
+            "actormesh's one-pass message reading is off, nats-py's own parser runs "
+            "instead: " + "; ".join(problems) + ". "
+            "actormesh was checked against nats-py>=2.16,<2.17.",
+            NatsOverridesDisabled,
+            stacklevel=2,
+        )
+    return not problems
+
+
+#: Whether a `Client` reads its connection with `MessageParser`.
+PARSER_OK = check_parser()
