@@ -560,7 +560,10 @@ class Mesh:
         ack_at = None if wait == timeout else asyncio.get_running_loop().time() + (wait or 0.0)
         failed: Exception
         try:
-            ack_token, ack = await self._send(subject, payload, headers, wait, at, ack_at)
+            # A PubAck that may not be resent needs no deadline of its own: the
+            # reply's (`at`, the same) ends the ask with TimeoutError either way.
+            ack_wait = wait if ack_at is not None else None
+            ack_token, ack = await self._send(subject, payload, headers, ack_wait, at, ack_at)
         except BrokerUnavailable as exc:
             failed = exc
         else:
