@@ -43,23 +43,15 @@ def _reads() -> dict[str, bytes]:
     tell_block = b"NATS/1.0\r\nNats-Msg-Id: 3f2a9c0d5e6b7a81-%d\r\n\r\n"
     ack = b"$JS.ACK.BENCH_MBOX_BENCHSINK.benchsink.1.%d.%d.1764570000000000000.0"
     asks, tells, asker = bytearray(), bytearray(), bytearray()
+
+    def hmsg(block: bytes, payload: bytes, i: int) -> bytes:
+        size = len(block) + len(payload)
+        line = b"HMSG bench.mbox.benchsink.k1 7 %s %d %d\r\n" % (ack % (i, i), len(block), size)
+        return line + block + payload + b"\r\n"
+
     for i in range(PER_READ):
-        block, payload = ask_block % i, b'{"type":"Ping","n":%d}' % i
-        asks += b"HMSG bench.mbox.benchsink.k1 7 %s %d %d\r\n%s%s\r\n" % (
-            ack % (i, i),
-            len(block),
-            len(block) + len(payload),
-            block,
-            payload,
-        )
-        block, payload = tell_block % i, b"x" * 128
-        tells += b"HMSG bench.mbox.benchsink.k1 7 %s %d %d\r\n%s%s\r\n" % (
-            ack % (i, i),
-            len(block),
-            len(block) + len(payload),
-            block,
-            payload,
-        )
+        asks += hmsg(ask_block % i, b'{"type":"Ping","n":%d}' % i, i)
+        tells += hmsg(tell_block % i, b"x" * 128, i)
         body = b'{"stream":"BENCH_MBOX_BENCHSINK","seq":%d}' % i if i % 2 else b"%d" % i
         asker += b"MSG _INBOX.HK0D2m7I6X02rV1qghy7Hw.%d 3 %d\r\n%s\r\n" % (i, len(body), body)
     return {"worker, asks": bytes(asks), "worker, tells": bytes(tells), "asker": bytes(asker)}

@@ -168,3 +168,14 @@ async def test_reset_forgets_a_half_read_message() -> None:
     parser.reset()  # a reconnect: what was half read is gone
     await parser.parse(msg("b", 2, "", b"y"))
     assert [c[2] for c in recorder.calls] == [b"b"]
+
+
+def test_a_changed_nats_py_parser_keeps_its_own_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actormesh import _nats_parser
+
+    monkeypatch.setattr(_nats_parser, "_CONTROL", None)
+    assert parser_problems()[0] == "nats.protocol.parser has no AWAITING_CONTROL_LINE state"
+    with pytest.warns(_nats.NatsOverridesDisabled, match="nats-py's own parser runs instead"):
+        assert not _nats.check_parser()
