@@ -116,9 +116,14 @@ async def test_dead_letter_node_down_at_the_last_delivery_then_back(tmp_path: Pa
                 # elected a new leader the broker answers 503, which the sender reports as
                 # NoSuchActorType today (making it a retryable error is issue 18's).
                 deadline = time.monotonic() + 60
+                # One id for every attempt: a try whose PubAck was lost in the election
+                # may have been stored, and must not be stored twice.
+                msg_id = mesh.new_msg_id()
                 while True:
                     try:
-                        await mesh.ref(Replicated, "m").tell(Raise(what="HandlerError"))
+                        await mesh.ref(Replicated, "m").tell(
+                            Raise(what="HandlerError"), msg_id=msg_id
+                        )
                         break
                     except (NoSuchActorType, BrokerUnavailable):
                         if time.monotonic() > deadline:
