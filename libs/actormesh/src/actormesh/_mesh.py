@@ -42,7 +42,7 @@ from ._errors import (
 from ._hooks import Tracer
 from ._inflight import InFlight
 from ._nats import Client
-from ._outage import Outage, first_wait, no_pub_ack
+from ._outage import Outage, first_attempt, no_pub_ack
 from ._ref import ActorRef
 from ._subjects import Subjects
 from ._tools import ToolBus
@@ -556,8 +556,7 @@ class Mesh:
         request was stored, so it ends the wait even if its PubAck is still to come."""
         self.check_size(payload, headers, limit=max_size)
         started = time.monotonic()
-        wait = first_wait(headers, timeout)
-        ack_at = None if wait == timeout else asyncio.get_running_loop().time() + (wait or 0.0)
+        wait, ack_at = first_attempt(headers, timeout, at)
         failed: Exception
         try:
             # A PubAck that may not be resent needs no deadline of its own: the
@@ -642,10 +641,7 @@ class Mesh:
         retry = 0
         # Until something fails, no outage bookkeeping: the common case stays cheap.
         outage: Outage | None = None
-        wait, ack_at = first_wait(headers, ack_timeout), None
-        if at is not None and wait is not None and wait != ack_timeout:
-            # A request that may be resent: its first PubAck wait ends before `at`.
-            ack_at = asyncio.get_running_loop().time() + wait
+        wait, ack_at = first_attempt(headers, ack_timeout, at)
         while True:
             try:
                 if failed is not None:

@@ -368,14 +368,20 @@ def check_overrides(cls: type[_NatsClient], base: type[_NatsClient] = _NatsClien
     for name in OVERRIDES:
         if name in cls.__dict__:
             delattr(cls, name)
-    warnings.warn(
+    _disabled(
         "actormesh's one-pass NATS header code is off, nats-py's own runs instead: "
-        "nats-py's client is not what it was written for (" + "; ".join(problems) + "). "
-        "actormesh was checked against nats-py>=2.16,<2.17.",
-        NatsOverridesDisabled,
-        stacklevel=2,
+        "nats-py's client is not what it was written for (" + "; ".join(problems) + ")."
     )
     return False
+
+
+def _disabled(what: str) -> None:
+    """One `NatsOverridesDisabled` warning: `what` is off, and why."""
+    warnings.warn(
+        what + " actormesh was checked against nats-py>=2.16,<2.17.",
+        NatsOverridesDisabled,
+        stacklevel=3,
+    )
 
 
 #: Whether `Client` runs the one-pass header code (False: nats-py's own).
@@ -387,12 +393,9 @@ def check_parser() -> bool:
     `NatsOverridesDisabled` warning says why (`Client` keeps nats-py's parser)."""
     problems = parser_problems()
     if problems:
-        warnings.warn(
+        _disabled(
             "actormesh's one-pass message reading is off, nats-py's own parser runs "
-            "instead: " + "; ".join(problems) + ". "
-            "actormesh was checked against nats-py>=2.16,<2.17.",
-            NatsOverridesDisabled,
-            stacklevel=2,
+            "instead: " + "; ".join(problems) + "."
         )
     return not problems
 

@@ -20,7 +20,7 @@ from ._wire import Hdr
 if TYPE_CHECKING:
     from ._mesh import Mesh
 
-__all__ = ["Outage", "first_wait", "missing", "no_pub_ack"]
+__all__ = ["Outage", "first_attempt", "first_wait", "missing", "no_pub_ack"]
 
 
 #: A PubAck this late is given up and the message resent (same id), so a publish
@@ -126,6 +126,18 @@ def first_wait(headers: dict[str, str] | None, timeout: float | None) -> float |
     if Hdr.MSG_ID not in headers and _EXPECTED_LAST not in headers:
         return timeout
     return min(timeout, max(_RESEND_MIN, timeout * _RESEND_SHARE))
+
+
+def first_attempt(
+    headers: dict[str, str] | None, timeout: float | None, at: float | None
+) -> tuple[float | None, float | None]:
+    """A send's first PubAck wait (`first_wait`) and, for a request with deadline
+    `at` that may be resent, the loop's clock when that shorter wait ends (else
+    None: the send's own deadline ends it)."""
+    wait = first_wait(headers, timeout)
+    if at is None or wait is None or wait == timeout:
+        return wait, None
+    return wait, asyncio.get_running_loop().time() + wait
 
 
 def no_pub_ack(subject: str, timeout: float | None) -> BrokerUnavailable:
